@@ -1,0 +1,27 @@
+"""Alias for the guide's ``from loom.info import ...`` spelling (re-exports only)."""
+
+from loom_frames import (
+    IncrCounter,
+    LedgerModel,
+    Persistable,
+    StrLower,
+    StrUpper,
+    TimeInserted,
+    TimeSeriesLedgerModel,
+    TimeUpdated,
+    declare_persist_db,
+    declare_timeseries,
+)
+
+__all__ = [
+    "IncrCounter",
+    "LedgerModel",
+    "Persistable",
+    "StrLower",
+    "StrUpper",
+    "TimeInserted",
+    "TimeSeriesLedgerModel",
+    "TimeUpdated",
+    "declare_persist_db",
+    "declare_timeseries",
+]

@@ -1,0 +1,61 @@
+"""loom-frames: Pydantic models in MongoDB, queried lazily, loaded as dataframes.
+
+>>> import loom_frames as lm
+>>> from loom_frames import Persistable, declare_persist_db
+"""
+
+from .connection import CODEC_OPTIONS, connect, disconnect, get_client
+from .errors import (
+    ConnectionFailedError,
+    DocumentValidationError,
+    DuplicateKeyError,
+    EmbeddedServerError,
+    FieldNotFoundError,
+    InvalidExpressionError,
+    LoomError,
+    ModelDeclarationError,
+    NotPersistedError,
+    PlanError,
+    UnsupportedExpressionError,
+    WriteFailedError,
+)
+from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
+from .model import (
+    LedgerModel,
+    Persistable,
+    TimeSeriesLedgerModel,
+    declare_persist_db,
+    declare_timeseries,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CODEC_OPTIONS",
+    "ConnectionFailedError",
+    "DocumentValidationError",
+    "DuplicateKeyError",
+    "EmbeddedServerError",
+    "FieldNotFoundError",
+    "IncrCounter",
+    "InvalidExpressionError",
+    "LedgerModel",
+    "LoomError",
+    "ModelDeclarationError",
+    "NotPersistedError",
+    "ObjectIdField",
+    "Persistable",
+    "PlanError",
+    "StrLower",
+    "StrUpper",
+    "TimeInserted",
+    "TimeSeriesLedgerModel",
+    "TimeUpdated",
+    "UnsupportedExpressionError",
+    "WriteFailedError",
+    "connect",
+    "declare_persist_db",
+    "declare_timeseries",
+    "disconnect",
+    "get_client",
+]

@@ -1,0 +1,84 @@
+"""The library's errors: one base, each subclass also the matching builtin.
+
+Every message says what was expected, what was received, and ends with a hint when
+there is one. Driver errors are wrapped at the I/O boundary only, ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ConnectionFailedError",
+    "DocumentValidationError",
+    "DuplicateKeyError",
+    "EmbeddedServerError",
+    "FieldNotFoundError",
+    "InvalidExpressionError",
+    "LoomError",
+    "ModelDeclarationError",
+    "NotPersistedError",
+    "PlanError",
+    "UnsupportedExpressionError",
+    "WriteFailedError",
+]
+
+
+class LoomError(Exception):
+    """Base class of every error raised by loom-frames."""
+
+
+class ModelDeclarationError(LoomError, TypeError):
+    """A model is declared or used in a way its declaration does not allow."""
+
+
+class FieldNotFoundError(LoomError, KeyError):
+    """A field name does not exist on the model (the message suggests close names)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidExpressionError(LoomError, TypeError):
+    """An expression is malformed or does not fit the types of the fields it uses."""
+
+
+class UnsupportedExpressionError(LoomError, NotImplementedError):
+    """An expression node has no translation for a compile target."""
+
+
+class PlanError(LoomError, ValueError):
+    """A query plan cannot be built or run as asked."""
+
+
+class DocumentValidationError(LoomError, ValueError):
+    """A stored document does not fit the model it is loaded into."""
+
+
+class NotPersistedError(LoomError, ValueError):
+    """An operation needs a stored object, and this one was never persisted."""
+
+
+class DuplicateKeyError(LoomError, ValueError):
+    """A write collided with an existing document on a unique key (``_id`` or an index)."""
+
+
+class WriteFailedError(LoomError, RuntimeError):
+    """MongoDB rejected a write; nothing partial was kept for this object."""
+
+
+class ConnectionFailedError(LoomError, ConnectionError):
+    """MongoDB could not be reached (the message names the host, never the password)."""
+
+
+class EmbeddedServerError(LoomError, RuntimeError):
+    """The embedded server could not be started."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return a ``" Hint: did you mean ...?"`` suffix, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Hint: did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,415 @@
+"""The model classes: Persistable, LedgerModel, TimeSeriesLedgerModel, and their declarations.
+
+A model is a Pydantic class plus a :class:`PersistConfig` (where it lives) attached by
+:func:`declare_persist_db`. This module holds the classes, their field bookkeeping and
+change tracking; the writes live in :mod:`loom_frames.persist`, the reads in the query
+modules.
+
+>>> from loom_frames import Persistable, declare_persist_db, StrLower
+>>> @declare_persist_db(db_name="my_app", collection_name="users")
+... class User(Persistable):
+...     name: str
+...     email: StrLower
+...     age: int
+>>> User(name="Alice", email="Alice@Example.com", age=30).email
+'alice@example.com'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self, TypeVar
+
+from bson import ObjectId
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pymongo import IndexModel
+
+from .errors import ModelDeclarationError, did_you_mean
+from .fields import (
+    Increment,
+    ObjectIdField,
+    Role,
+    TimeInserted,
+    TimeUpdated,
+    field_role,
+    normalize_datetime,
+)
+
+__all__ = [
+    "GRANULARITIES",
+    "LedgerModel",
+    "PersistConfig",
+    "Persistable",
+    "TimeSeriesConfig",
+    "TimeSeriesLedgerModel",
+    "declare_persist_db",
+    "declare_timeseries",
+]
+
+GRANULARITIES = ("seconds", "minutes", "hours")
+
+M = TypeVar("M", bound="Persistable")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSeriesConfig:
+    """Options of a native time-series collection (see :func:`declare_timeseries`)."""
+
+    metakey: str
+    timekey: str = "updated_time"
+    granularity: str = "seconds"
+    ttl: int | None = None
+
+    def create_options(self) -> dict[str, Any]:
+        """The ``create`` options MongoDB needs for this collection."""
+        options: dict[str, Any] = {
+            "timeseries": {
+                "timeField": self.timekey,
+                "metaField": self.metakey,
+                "granularity": self.granularity,
+            }
+        }
+        if self.ttl is not None:
+            options["expireAfterSeconds"] = self.ttl
+        return options
+
+
+@dataclass(frozen=True, slots=True)
+class PersistConfig:
+    """Where a model is stored (see :func:`declare_persist_db`)."""
+
+    db_name: str
+    collection_name: str
+    version: int | None = None
+    test: bool = False
+    indexes: tuple[IndexModel, ...] = ()
+    timeseries: TimeSeriesConfig | None = field(default=None)
+
+    @property
+    def database(self) -> str:
+        """The database actually used: ``<db_name>_test`` for ``test=True`` models."""
+        return f"{self.db_name}_test" if self.test else self.db_name
+
+
+def _holds_datetime(annotation: Any) -> bool:
+    if annotation is _dt.datetime:
+        return True
+    return any(_holds_datetime(arg) for arg in typing.get_args(annotation))
+
+
+def _normalise_time_value(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return normalize_datetime(value)
+    if isinstance(value, list):
+        return [_normalise_time_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise_time_value(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """What persistence needs to know of one model field."""
+
+    name: str  # Python attribute name
+    key: str  # key in the stored document (the alias: "_id" for "id")
+    role: Role | None
+    annotation: Any
+
+
+class Persistable(BaseModel):
+    """A Pydantic model stored as one MongoDB document per object.
+
+    ``persist()`` inserts a new object and afterwards sends only what changed:
+    ``$set``/``$unset`` of changed fields, ``$inc`` of counter deltas, nothing at all
+    when nothing changed.
+    """
+
+    model_config = ConfigDict(
+        validate_assignment=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+
+    id: ObjectIdField | None = Field(default=None, alias="_id")
+    created_at: TimeInserted
+    updated_time: TimeUpdated
+
+    __loom_persist__: ClassVar[PersistConfig | None] = None
+    __loom_fields__: ClassVar[dict[str, FieldInfo]] = {}
+    __loom_datetime_fields__: ClassVar[tuple[str, ...]] = ()
+
+    # The stored document as last written or read (storage keys, BSON-ready values);
+    # None while the object has never been stored.
+    _loom_saved: dict[str, Any] | None = PrivateAttr(default=None)
+    # Time fields persist() filled in itself (refreshed again on the next ledger insert).
+    _loom_auto_times: set[str] = PrivateAttr(default_factory=set)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        infos: dict[str, FieldInfo] = {}
+        datetimes: list[str] = []
+        for name, info in cls.model_fields.items():
+            key = info.alias or name
+            infos[name] = FieldInfo(name, key, field_role(info.metadata), info.annotation)
+            if _holds_datetime(info.annotation):
+                datetimes.append(name)
+        cls.__loom_fields__ = infos
+        cls.__loom_datetime_fields__ = tuple(datetimes)
+
+    @model_validator(mode="after")
+    def _normalise_datetimes(self) -> Self:
+        # One call per object (not per field): naive -> UTC, floor to milliseconds.
+        values = self.__dict__
+        for name in self.__loom_datetime_fields__:
+            value = values[name]
+            if value is not None:
+                values[name] = _normalise_time_value(value)
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        info = self.__loom_fields__.get(name)
+        if info is not None and info.role is Role.INCR_COUNTER and self._loom_saved is not None:
+            current = self.__dict__[name]
+            if not (isinstance(value, Increment) and value.base is current):
+                raise ModelDeclarationError(
+                    f"{type(self).__name__}.{name} is an IncrCounter of a stored object: "
+                    f"it changes only with += or -= (got plain assignment of {value!r}). "
+                    f"Hint: write obj.{name} += {_delta_hint(current, value)}."
+                )
+        super().__setattr__(name, value)
+
+    # ----------------------------------------------------------------- bookkeeping
+    @classmethod
+    def persist_config(cls) -> PersistConfig:
+        """The model's storage declaration; a clear error when it has none."""
+        config = cls.__dict__.get("__loom_persist__")
+        if config is None:
+            raise ModelDeclarationError(
+                f"{cls.__name__} has no storage declared. Hint: decorate it with "
+                f"@declare_persist_db(db_name=..., collection_name=...)."
+            )
+        return config
+
+    @classmethod
+    def fields_with_role(cls, role: Role) -> tuple[FieldInfo, ...]:
+        """The fields carrying a marker role, in declaration order."""
+        return tuple(f for f in cls.__loom_fields__.values() if f.role is role)
+
+    @classmethod
+    def field_info(cls, name: str) -> FieldInfo:
+        """A field by attribute name or storage key, with a hint for typos."""
+        found = cls.__loom_fields__.get(name)
+        if found is None:
+            found = next((f for f in cls.__loom_fields__.values() if f.key == name), None)
+        if found is None:
+            from .errors import FieldNotFoundError
+
+            raise FieldNotFoundError(
+                f"{cls.__name__} has no field {name!r}."
+                + did_you_mean(name, cls.__loom_fields__)
+            )
+        return found
+
+    @property
+    def is_stored(self) -> bool:
+        """True once the object was persisted or loaded from MongoDB."""
+        return self._loom_saved is not None
+
+    # The persistence verbs live in persist.py; these are thin entry points.
+    def persist(self) -> Self:
+        """Store the object: insert it when new, else send one update of what changed.
+
+        Returns the object itself (its ``id`` and counters updated).
+        """
+        from . import persist
+
+        persist.persist(self)
+        return self
+
+    @classmethod
+    def persist_many(cls, objects: Iterable[Persistable]) -> list[ObjectId]:
+        """Store many objects of this model in ONE bulk write; returns their ids."""
+        from . import persist
+
+        return persist.persist_many(cls, list(objects))
+
+    def delete(self) -> bool:
+        """Delete the stored document; True if a document was deleted."""
+        from . import persist
+
+        return persist.delete(self)
+
+    @classmethod
+    def from_id(cls, id: ObjectId | str) -> Self | None:
+        """Load the object with this id, or None when there is none.
+
+        A string that is not a 24-character hex ObjectId raises ``ValueError``
+        (a :class:`~loom_frames.errors.DocumentValidationError`).
+        """
+        from . import persist
+
+        return persist.from_id(cls, id)
+
+    @classmethod
+    def collection(cls) -> Any:
+        """The pymongo ``Collection`` behind this model (created/indexed on first use)."""
+        from . import persist
+
+        return persist.collection_for(cls)
+
+    @classmethod
+    def filter(cls, *exprs: Any) -> Any:
+        """Start a query: ``User.filter(lm.fld['age'] > 25)`` (the conjunction of exprs)."""
+        from .query import Query
+
+        return Query.from_model(cls).filter(*exprs)
+
+    @classmethod
+    def agg(cls, pipeline: Any) -> Any:
+        """Run an aggregation pipeline (a list of stages or ``AggregationStages``)."""
+        from .query import Query
+
+        return Query.from_model(cls).agg(pipeline)
+
+
+class LedgerModel(Persistable):
+    """Append-only: every ``persist()`` inserts a new document, preserving history."""
+
+
+class TimeSeriesLedgerModel(LedgerModel):
+    """A ledger stored in a native MongoDB time-series collection.
+
+    Declare it with :func:`declare_timeseries`; the time field defaults to
+    ``updated_time`` (set at persist unless the object was given a time explicitly).
+    """
+
+    __loom_timeseries__: ClassVar[TimeSeriesConfig | None] = None
+
+
+def declare_persist_db(
+    *,
+    db_name: str,
+    collection_name: str,
+    version: int | None = None,
+    test: bool = False,
+    indexes: Sequence[Any] = (),
+) -> Callable[[type[M]], type[M]]:
+    """Declare where a model is stored.
+
+    ``indexes`` items may be a field name, a ``(field, direction)`` pair, a list of
+    pairs (a compound index), or a ``pymongo.IndexModel``; they are created once per
+    process on first use. ``test=True`` stores in ``<db_name>_test``. ``version`` is
+    written into each new document as ``_v`` so later migrations can find old shapes.
+
+    >>> @declare_persist_db(db_name="my_app", collection_name="events", indexes=["kind"])
+    ... class Event(Persistable):
+    ...     kind: str
+    >>> Event.persist_config().collection_name
+    'events'
+    """
+    for label, value in (("db_name", db_name), ("collection_name", collection_name)):
+        if not isinstance(value, str) or not value or "$" in value or "\x00" in value:
+            raise ModelDeclarationError(
+                f"{label} must be a non-empty string without '$' or NUL, got {value!r}"
+            )
+
+    def decorate(cls: type[M]) -> type[M]:
+        if not (isinstance(cls, type) and issubclass(cls, Persistable)):
+            raise ModelDeclarationError(
+                f"@declare_persist_db decorates a Persistable subclass, got {cls!r}"
+            )
+        config = PersistConfig(
+            db_name=db_name,
+            collection_name=collection_name,
+            version=version,
+            test=test,
+            indexes=tuple(_index_model(cls, spec) for spec in indexes),
+            timeseries=cls.__dict__.get("__loom_persist__", None)
+            and cls.__dict__["__loom_persist__"].timeseries,
+        )
+        type.__setattr__(cls, "__loom_persist__", config)
+        return cls
+
+    return decorate
+
+
+def declare_timeseries(
+    *,
+    metakey: str,
+    granularity: str = "seconds",
+    ttl: int | None = None,
+    timekey: str = "updated_time",
+) -> Callable[[type[M]], type[M]]:
+    """Declare a :class:`TimeSeriesLedgerModel`'s native time-series collection.
+
+    Put it above ``@declare_persist_db``. The collection is created on first use with
+    ``timeField=timekey``, ``metaField=metakey``, ``granularity`` and, only when ``ttl``
+    (seconds) is given, ``expireAfterSeconds``.
+    """
+    if granularity not in GRANULARITIES:
+        raise ModelDeclarationError(
+            f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+            + did_you_mean(str(granularity), GRANULARITIES)
+        )
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
+        raise ModelDeclarationError(f"ttl must be a positive number of seconds, got {ttl!r}")
+
+    def decorate(cls: type[M]) -> type[M]:
+        if not (isinstance(cls, type) and issubclass(cls, TimeSeriesLedgerModel)):
+            raise ModelDeclarationError(
+                f"@declare_timeseries decorates a TimeSeriesLedgerModel subclass, got {cls!r}"
+            )
+        for label, name in (("metakey", metakey), ("timekey", timekey)):
+            if name not in cls.model_fields:
+                raise ModelDeclarationError(
+                    f"{label} {name!r} is not a field of {cls.__name__}."
+                    + did_you_mean(name, cls.model_fields)
+                )
+        if not _holds_datetime(cls.model_fields[timekey].annotation):
+            raise ModelDeclarationError(
+                f"timekey {timekey!r} of {cls.__name__} must be a datetime field"
+            )
+        ts = TimeSeriesConfig(metakey=metakey, timekey=timekey, granularity=granularity, ttl=ttl)
+        config = cls.persist_config()
+        type.__setattr__(
+            cls, "__loom_persist__", PersistConfig(**{**_asdict(config), "timeseries": ts})
+        )
+        return cls
+
+    return decorate
+
+
+# ------------------------------------------------------------------------- helpers
+def _asdict(config: PersistConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _index_model(cls: type, spec: Any) -> IndexModel:
+    if isinstance(spec, IndexModel):
+        return spec
+    if isinstance(spec, str):
+        keys: list[tuple[str, Any]] = [(spec, 1)]
+    elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+        keys = [spec]
+    elif isinstance(spec, list) and all(isinstance(k, tuple) and len(k) == 2 for k in spec):
+        keys = list(spec)
+    else:
+        raise ModelDeclarationError(
+            f"index spec {spec!r} of {cls.__name__} is not a field name, a (field, "
+            "direction) pair, a list of pairs or a pymongo.IndexModel"
+        )
+    return IndexModel(keys)
+
+
+def _delta_hint(current: int, value: Any) -> str:
+    try:
+        return str(int(value) - int(current))
+    except (TypeError, ValueError):
+        return "1"
