@@ -164,7 +164,13 @@ TimeInserted = Annotated[
 TimeUpdated = Annotated[_dt.datetime | None, Field(default=None), Marker(Role.TIME_UPDATED)]
 """Refreshed on every persist that writes something."""
 
-IncrCounter = Annotated[int, AfterValidator(_as_counter), _plain_int, Marker(Role.INCR_COUNTER)]
+IncrCounter = Annotated[
+    int,
+    Field(validate_default=True),
+    AfterValidator(_as_counter),
+    _plain_int,
+    Marker(Role.INCR_COUNTER),
+]
 """An integer changed only with ``+=`` / ``-=``; persisted as ``$inc`` of the delta."""
 
 

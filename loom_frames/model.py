@@ -118,6 +118,7 @@ class FieldInfo:
     key: str  # key in the stored document (the alias: "_id" for "id")
     role: Role | None
     annotation: Any
+    default_is_none: bool = False  # None may be stored as an absent key ($unset)
 
 
 class Persistable(BaseModel):
@@ -157,7 +158,13 @@ class Persistable(BaseModel):
         datetimes: list[str] = []
         for name, info in cls.model_fields.items():
             key = info.alias or name
-            infos[name] = FieldInfo(name, key, field_role(info.metadata), info.annotation)
+            infos[name] = FieldInfo(
+                name,
+                key,
+                field_role(info.metadata),
+                info.annotation,
+                default_is_none=info.default is None and info.default_factory is None,
+            )
             if _holds_datetime(info.annotation):
                 datetimes.append(name)
         cls.__loom_fields__ = infos
@@ -184,6 +191,14 @@ class Persistable(BaseModel):
                     f"Hint: write obj.{name} += {_delta_hint(current, value)}."
                 )
         super().__setattr__(name, value)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal field values are equal objects; the persistence bookkeeping is not data.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     # ----------------------------------------------------------------- bookkeeping
     @classmethod

@@ -216,6 +216,7 @@ def _changes(obj: Persistable) -> tuple[dict[str, Any], dict[str, Any]] | None:
     saved = obj._loom_saved or {}
     doc = document_of(obj)
     counters = {f.key for f in model.fields_with_role(Role.INCR_COUNTER)}
+    unsettable = {f.key for f in model.__loom_fields__.values() if f.default_is_none}
     times = {f.key for f in model.fields_with_role(Role.TIME_UPDATED)}
     inserted = {f.key for f in model.fields_with_role(Role.TIME_INSERTED)}
     set_: dict[str, Any] = {}
@@ -230,8 +231,8 @@ def _changes(obj: Persistable) -> tuple[dict[str, Any], dict[str, Any]] | None:
             if delta:
                 inc[key] = delta
         elif not _same(old, value):
-            if value is None:
-                unset[key] = ""
+            if value is None and key in unsettable:
+                unset[key] = ""  # absent loads back as the None default
             else:
                 set_[key] = value
     if not (set_ or unset or inc):
@@ -314,17 +315,19 @@ def persist_many(model: type[Persistable], objects: list[Persistable]) -> list[O
         return []
     coll = collection_for(model)
     ops: list[Any] = []
-    pending: list[tuple[int, Persistable, dict[str, Any] | None, dict[str, Any]]] = []
+    # (op index, position in objects, object, update or None for an insert, document)
+    pending: list[tuple[int, int, Persistable, dict[str, Any] | None, dict[str, Any]]] = []
     ledger = issubclass(model, LedgerModel)
-    for obj in objects:
+    ids_before = [obj.id for obj in objects]
+    for position, obj in enumerate(objects):
         if ledger or obj._loom_saved is None:
             doc = _prepare_insert(obj, ledger=ledger)
-            pending.append((len(ops), obj, None, doc))
+            pending.append((len(ops), position, obj, None, doc))
             ops.append(InsertOne(doc))
         else:
             changes = _changes(obj)
             if changes is not None:
-                pending.append((len(ops), obj, changes[0], {}))
+                pending.append((len(ops), position, obj, changes[0], {}))
                 ops.append(UpdateOne({"_id": obj.id}, changes[0], upsert=True))
     if not ops:
         return [obj.id for obj in objects]  # type: ignore[misc]
@@ -337,8 +340,9 @@ def persist_many(model: type[Persistable], objects: list[Persistable]) -> list[O
             raise WriteFailedError(f"bulk write of {model.__name__} failed: {exc}") from exc
     except PyMongoError as exc:
         raise WriteFailedError(f"bulk write of {model.__name__} failed: {exc}") from exc
-    for index, obj, update, doc in pending:
-        if index in failed:
+    for index, position, obj, update, doc in pending:
+        if index in failed:  # a failed insert leaves the object as it was
+            obj.__dict__["id"] = ids_before[position]
             continue
         if update is None:
             obj._loom_saved = doc
@@ -346,8 +350,9 @@ def persist_many(model: type[Persistable], objects: list[Persistable]) -> list[O
             _apply_written(obj, update, {})
     if failed:
         lines = [
-            f"  objects[{objects.index(obj)}] _id={obj.id}: {failed[i].get('errmsg')}"
-            for i, obj, _, _ in pending
+            f"  objects[{position}] _id={failed[i].get('op', {}).get('_id', obj.id)}: "
+            f"{failed[i].get('errmsg')}"
+            for i, position, obj, _, _ in pending
             if i in failed
         ]
         codes = {e.get("code") for e in failed.values()}
