@@ -20,6 +20,7 @@ from .errors import (
     WriteFailedError,
 )
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
+from .stages import AggregationStages
 from .model import (
     LedgerModel,
     Persistable,
@@ -31,6 +32,7 @@ from .model import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AggregationStages",
     "CODEC_OPTIONS",
     "ConnectionFailedError",
     "DocumentValidationError",

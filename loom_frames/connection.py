@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pymongo
-from bson.codec_options import CodecOptions, TypeDecoder, TypeRegistry
+from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
 from bson.decimal128 import Decimal128
 from bson.binary import UuidRepresentation
 from pymongo.errors import PyMongoError
@@ -40,8 +40,12 @@ SERVER_SELECTION_TIMEOUT_MS = 3000
 """A wrong URI fails within seconds, not the driver's default 30."""
 
 
-class _DecimalDecoder(TypeDecoder):
+class _DecimalCodec(TypeCodec):
+    python_type = Decimal
     bson_type = Decimal128
+
+    def transform_python(self, value: Decimal) -> Decimal128:
+        return Decimal128(value)
 
     def transform_bson(self, value: Decimal128) -> Decimal:
         return value.to_decimal()
@@ -51,10 +55,10 @@ CODEC_OPTIONS: CodecOptions[Any] = CodecOptions(
     tz_aware=True,
     tzinfo=_dt.UTC,
     uuid_representation=UuidRepresentation.STANDARD,
-    type_registry=TypeRegistry([_DecimalDecoder()]),
+    type_registry=TypeRegistry([_DecimalCodec()]),
 )
 """How every model collection reads and writes BSON: aware UTC datetimes, standard
-UUIDs, Decimal128 decoded to ``decimal.Decimal``."""
+UUIDs, ``decimal.Decimal`` stored as Decimal128 and read back as Decimal."""
 
 _lock = threading.RLock()
 _client: pymongo.MongoClient[Any] | None = None

@@ -19,10 +19,9 @@ import enum
 import math
 import threading
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128, ObjectId
+from bson import ObjectId
 from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, CollectionInvalid, PyMongoError
@@ -45,6 +44,7 @@ __all__ = [
     "document_of",
     "from_id",
     "hydrate",
+    "model_projection",
     "persist",
     "persist_many",
     "to_bson",
@@ -109,8 +109,9 @@ def _prepare(model: type[Persistable], coll: Collection[Any]) -> None:
 def to_bson(value: Any) -> Any:
     """A Python value (as Pydantic dumps it) in the form BSON stores.
 
-    Enum -> its value, Decimal -> Decimal128, date -> datetime at midnight UTC,
-    datetime -> UTC milliseconds, tuple/set -> list; dicts and lists recursively.
+    Enum -> its value, date -> datetime at midnight UTC, datetime -> UTC milliseconds,
+    tuple/set -> list; dicts and lists recursively. (Decimal <-> Decimal128 is the
+    collection codec's job, so a stored document and a loaded one compare equal.)
     """
     if isinstance(value, dict):
         return {k: to_bson(v) for k, v in value.items()}
@@ -122,8 +123,6 @@ def to_bson(value: Any) -> Any:
         return normalize_datetime(value)
     if isinstance(value, _dt.date):
         return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
-    if isinstance(value, Decimal):
-        return Decimal128(value)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int) and type(value) is not int:  # Counter and other subclasses
@@ -142,17 +141,20 @@ def document_of(obj: Persistable) -> dict[str, Any]:
     return doc
 
 
-def hydrate(model: type[Persistable], doc: Mapping[str, Any]) -> Persistable:
-    """Validate a stored document into a model object that knows it is stored."""
-    data = {k: v for k, v in doc.items() if k != "_v"}
+def hydrate(model: type[Persistable], doc: dict[str, Any]) -> Persistable:
+    """Validate a stored document (fetched with :func:`model_projection`) into an object.
+
+    The fetched document itself becomes the object's snapshot: it is already in stored
+    form, so hydrating costs one ``model_validate`` and nothing more.
+    """
     try:
-        obj = model.model_validate(data)
+        obj = model.model_validate(doc)
     except ValueError as exc:
         raise DocumentValidationError(
             f"document _id={doc.get('_id')!r} in {model.persist_config().collection_name} "
             f"does not fit {model.__name__}: {exc}"
         ) from exc
-    obj._loom_saved = document_of(obj)
+    obj.__pydantic_private__["_loom_saved"] = doc  # type: ignore[index]
     return obj
 
 
@@ -382,11 +384,12 @@ def from_id(model: type[Persistable], id: ObjectId | str) -> Persistable | None:
             f"{model.__name__}.from_id expects an ObjectId or a 24-character hex string, "
             f"got {id!r}"
         ) from exc
-    doc = collection_for(model).find_one({"_id": oid}, projection=_projection(model))
+    doc = collection_for(model).find_one({"_id": oid}, projection=model_projection(model))
     return None if doc is None else hydrate(model, doc)
 
 
-def _projection(model: type[Persistable]) -> dict[str, int]:
+def model_projection(model: type[Persistable]) -> dict[str, int]:
+    """The ``find`` projection fetching exactly the model's stored keys."""
     return {info.key: 1 for info in model.__loom_fields__.values()}
 
 

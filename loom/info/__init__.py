@@ -1,6 +1,7 @@
 """Alias for the guide's ``from loom.info import ...`` spelling (re-exports only)."""
 
 from loom_frames import (
+    AggregationStages,
     IncrCounter,
     LedgerModel,
     Persistable,
@@ -14,6 +15,7 @@ from loom_frames import (
 )
 
 __all__ = [
+    "AggregationStages",
     "IncrCounter",
     "LedgerModel",
     "Persistable",
