@@ -263,10 +263,10 @@ class Persistable(BaseModel):
 
     @classmethod
     def from_id(cls, id: ObjectId | str) -> Self | None:
-        """Load the object with this id, or None when there is none.
+        """Load the object with this id (ObjectId or 24-hex str), or None when none has it.
 
-        A string that is not a 24-character hex ObjectId raises ``ValueError``
-        (a :class:`~loom_frames.errors.DocumentValidationError`).
+        A malformed id string gives None as well (no document can have it); an id of
+        another type raises :class:`~loom_frames.errors.DocumentValidationError`.
         """
         from . import persist
 

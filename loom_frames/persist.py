@@ -376,7 +376,14 @@ def delete(obj: Persistable) -> bool:
 
 
 def from_id(model: type[Persistable], id: ObjectId | str) -> Persistable | None:
-    """Load by id; None when no document has it; a clear error for a malformed id."""
+    """Load by id; None when no document has it.
+
+    A string that is not a 24-hex ObjectId is an id no document can have, so it gives
+    None too (the guide's ``User.from_id("64f8a...")`` runs); any other type of id is a
+    ``DocumentValidationError``.
+    """
+    if isinstance(id, str) and not ObjectId.is_valid(id):
+        return None
     try:
         oid = to_object_id(id)
     except ValueError as exc:
