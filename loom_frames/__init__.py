@@ -19,6 +19,7 @@ from .errors import (
     UnsupportedExpressionError,
     WriteFailedError,
 )
+from .expr import Expr, col, fld
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
 from .stages import AggregationStages
 from .model import (
@@ -38,6 +39,7 @@ __all__ = [
     "DocumentValidationError",
     "DuplicateKeyError",
     "EmbeddedServerError",
+    "Expr",
     "FieldNotFoundError",
     "IncrCounter",
     "InvalidExpressionError",
@@ -55,9 +57,11 @@ __all__ = [
     "TimeUpdated",
     "UnsupportedExpressionError",
     "WriteFailedError",
+    "col",
     "connect",
     "declare_persist_db",
     "declare_timeseries",
     "disconnect",
+    "fld",
     "get_client",
 ]

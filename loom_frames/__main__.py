@@ -59,7 +59,7 @@ def demo() -> None:
         last_updated: TimeUpdated
 
     _show("User fields", list(User.model_fields))
-    _show("User Arrow schema", User.arrow_schema().to_string().replace("\n", ", "))
+    _show("User Arrow schema", ", ".join(f"{f.name}: {f.type}" for f in User.arrow_schema()))
 
     _say("Create")
     user = User(name="Alice", email="Alice@Example.com", age=30)
@@ -151,7 +151,8 @@ def demo() -> None:
     print(User.filter(lm.fld["age"] > 20).load_dataframe())
     _show("polars", "")
     print(User.filter().select("name", "age").load_polars())
-    _show("pyarrow", User.filter().load_table().schema.to_string().replace("\n", ", "))
+    table = User.filter().load_table()
+    _show("pyarrow", f"{table.num_rows} rows; " + ", ".join(f"{f.name}: {f.type}" for f in table.schema))
     print("\nDone.")
 
 

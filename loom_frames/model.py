@@ -287,6 +287,20 @@ class Persistable(BaseModel):
         return Query.from_model(cls).filter(*exprs)
 
     @classmethod
+    def arrow_schema(cls) -> Any:
+        """The model's frame schema as a ``pyarrow.Schema`` (``id`` is a hex string)."""
+        from .schema import arrow_schema
+
+        return arrow_schema(cls)
+
+    @classmethod
+    def polars_schema(cls) -> Any:
+        """The model's frame schema as a ``polars.Schema``."""
+        from .schema import polars_schema
+
+        return polars_schema(cls)
+
+    @classmethod
     def agg(cls, pipeline: Any) -> Any:
         """Run an aggregation pipeline (a list of stages or ``AggregationStages``)."""
         from .query import Query

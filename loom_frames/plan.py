@@ -1,0 +1,456 @@
+"""Query plans: immutable steps, and their compilation to ONE MongoDB command.
+
+A plan is a source (a model's collection, or any collection with a schema) and a tuple
+of steps. :func:`compile_plan` turns it into a :class:`Command`: a ``find`` whenever the
+steps fit one (match, sort, skip, limit, projection of stored columns), otherwise one
+``aggregate`` pipeline. Filters come first as one ``$match`` (a filter written after a
+sort moves before it: the rows are the same), group-bys become ``$group`` with the keys
+flattened back into columns, and the output Arrow schema travels with the command, so
+nothing leaves MongoDB that the result does not need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+
+from .errors import PlanError
+from .expr import Expr
+from .expr import nodes as n
+from .expr.bind import Kind, kind_of
+from .schema import Column, ModelResolver, columns_from_arrow, model_columns
+
+if TYPE_CHECKING:
+    from .model import Persistable
+
+__all__ = [
+    "Command",
+    "Filter",
+    "GroupBy",
+    "Limit",
+    "Pipeline",
+    "Select",
+    "Skip",
+    "Sort",
+    "Source",
+    "Step",
+    "WithColumns",
+    "compile_plan",
+    "frame_after",
+]
+
+
+# ------------------------------------------------------------------------- sources
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a plan reads from: a model's collection, or a collection with a schema."""
+
+    database: str
+    collection: str
+    columns: tuple[Column, ...]
+    name: str  # the model's name, or "db.collection" for a schema-only source
+    model: type[Persistable] | None = None
+
+    @classmethod
+    def of_model(cls, model: type[Persistable]) -> Source:
+        config = model.persist_config()
+        return cls(
+            config.database, config.collection_name, model_columns(model), model.__name__, model
+        )
+
+    @classmethod
+    def of_collection(cls, database: str, collection: str, schema: pa.Schema) -> Source:
+        return cls(database, collection, columns_from_arrow(schema), f"{database}.{collection}")
+
+
+# --------------------------------------------------------------------------- steps
+@dataclass(frozen=True, slots=True)
+class Filter:
+    predicate: Expr  # bound to the frame before this step
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    keys: tuple[tuple[str, bool], ...]  # (column name, descending)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    items: tuple[tuple[str, Expr], ...]  # (output name, bound expression)
+
+
+@dataclass(frozen=True, slots=True)
+class WithColumns:
+    items: tuple[tuple[str, Expr], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBy:
+    keys: tuple[tuple[str, Expr], ...]
+    aggs: tuple[tuple[str, Expr], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A raw aggregation pipeline (``Model.agg(...)``); its output shape is the user's."""
+
+    stages: tuple[Mapping[str, Any], ...]
+    schema: pa.Schema | None = None
+
+
+Step = Filter | Sort | Skip | Limit | Select | WithColumns | GroupBy | Pipeline
+
+
+# --------------------------------------------------------------------------- frames
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """The rows between two steps: their columns, and whether they are whole documents."""
+
+    columns: tuple[Column, ...] | None  # None: unknown (after a raw pipeline)
+    documents: bool  # rows are the source's documents (storage keys, ``_id`` present)
+    whole: bool  # ... with every column of the model (objects can be hydrated)
+    name: str
+
+    def resolver(self) -> ModelResolver:
+        if self.columns is None:
+            raise PlanError(
+                f"{self.name}: the columns after a raw pipeline are unknown. Hint: pass "
+                "schema= to agg(), or filter/sort before the pipeline."
+            )
+        return ModelResolver(self.name, self.columns)
+
+    def column(self, name: str) -> Column:
+        """A top-level column by name (storage key accepted; ``id`` <-> ``_id``)."""
+        ref = self.resolver().resolve(name)
+        for col in self.columns or ():
+            if col.key == ref.path or col.name == ref.path:
+                return col
+        raise PlanError(f"{self.name}: {name!r} is not a top-level column")
+
+
+def initial_frame(source: Source) -> Frame:
+    return Frame(source.columns, documents=True, whole=source.model is not None,
+                 name=source.name)
+
+
+def frame_after(source: Source, steps: Sequence[Step]) -> Frame:
+    """The frame the next step of a plan sees."""
+    frame = initial_frame(source)
+    for step in steps:
+        frame = _advance(frame, step)
+    return frame
+
+
+def _advance(frame: Frame, step: Step) -> Frame:
+    if isinstance(step, (Filter, Sort, Skip, Limit)):
+        return frame
+    if isinstance(step, Pipeline):
+        cols = columns_from_arrow(step.schema) if step.schema is not None else None
+        return Frame(cols, documents=False, whole=False, name=frame.name)
+    if isinstance(step, Select):
+        if frame.documents and all(_plain(e) for _, e in step.items):
+            cols = tuple(_renamed(frame.column(_field_name(e)), name, keep_key=True)
+                         for name, e in step.items)
+            return Frame(cols, documents=True, whole=False, name=frame.name)
+        cols = tuple(_computed(frame, name, e) for name, e in step.items)
+        return Frame(cols, documents=False, whole=False, name=frame.name)
+    if isinstance(step, WithColumns):
+        added = {name: _computed(frame, name, e) for name, e in step.items}
+        kept = tuple(c for c in frame.columns or () if c.name not in added)
+        return Frame((*kept, *added.values()), documents=frame.documents, whole=False,
+                     name=frame.name)
+    if isinstance(step, GroupBy):
+        cols = tuple(_computed(frame, name, e) for name, e in (*step.keys, *step.aggs))
+        return Frame(cols, documents=False, whole=False, name=frame.name)
+    raise PlanError(f"unknown plan step {step!r}")
+
+
+def _plain(expr: Expr) -> bool:
+    node = expr.node
+    return isinstance(node, n.Field) and "." not in node.name
+
+
+def _field_name(expr: Expr) -> str:
+    node = expr.node
+    assert isinstance(node, n.Field)
+    return node.ref.path if node.ref is not None else node.name
+
+
+def _renamed(col: Column, name: str, *, keep_key: bool) -> Column:
+    return dataclasses.replace(col, name=name, key=col.key if keep_key else name)
+
+
+def _computed(frame: Frame, name: str, expr: Expr) -> Column:
+    """The output column of an expression evaluated server-side into key ``name``."""
+    node = _strip_alias(expr.node)
+    source = _source_column(frame, node)
+    if source is not None:
+        return _renamed(source, name, keep_key=False)
+    kind = kind_of(node)
+    arrow = _ARROW_OF_KIND.get(kind)
+    if arrow is None:
+        raise PlanError(
+            f"{frame.name}: cannot tell the column type of {expr!r} ({kind.value}). "
+            "Hint: cast or select plain fields."
+        )
+    return Column(name, name, kind, arrow)
+
+
+def _strip_alias(node: n.Node) -> n.Node:
+    while isinstance(node, n.Alias):
+        node = node.arg
+    return node
+
+
+def _source_column(frame: Frame, node: n.Node) -> Column | None:
+    """The column whose type an expression keeps (a field, or min/max/first/last of one)."""
+    if isinstance(node, (n.Min, n.Max, n.First, n.Last)):
+        node = _strip_alias(node.arg)
+    if not isinstance(node, n.Field) or node.ref is None:
+        return None
+    cols: Sequence[Column] = frame.columns or ()
+    col: Column | None = None
+    for part in node.ref.columns:
+        col = next((c for c in cols if c.name == part), None)
+        if col is None:
+            return None
+        cols = col.children
+    return col
+
+
+_ARROW_OF_KIND: dict[Kind, pa.DataType] = {
+    Kind.INT: pa.int64(),
+    Kind.FLOAT: pa.float64(),
+    Kind.STR: pa.string(),
+    Kind.BOOL: pa.bool_(),
+    Kind.DATETIME: pa.timestamp("ms", tz="UTC"),
+    Kind.DATE: pa.date32(),
+    Kind.OBJECTID: pa.string(),
+}
+
+
+# ------------------------------------------------------------------------ commands
+@dataclass(frozen=True, slots=True)
+class Command:
+    """The one MongoDB command a plan runs, and the columns it returns.
+
+    ``operation`` is ``"find"`` (with ``filter``/``sort``/``skip``/``limit``; the
+    projection follows from ``schema``) or ``"aggregate"`` (with ``pipeline``).
+    """
+
+    database: str
+    collection: str
+    operation: Literal["find", "aggregate"]
+    schema: pa.Schema | None
+    filter: Mapping[str, Any] | None = None
+    sort: tuple[tuple[str, int], ...] = ()
+    skip: int = 0
+    limit: int = 0
+    pipeline: tuple[Mapping[str, Any], ...] = ()
+    whole_documents: bool = False  # rows are complete model documents
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.database}.{self.collection}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The command as MongoDB receives it (projection included)."""
+        from .load import read_command
+
+        if self.operation == "find":
+            out: dict[str, Any] = {"find": self.collection, "filter": dict(self.filter or {})}
+            if self.schema is not None:
+                out["projection"] = read_command(self.schema)["projection"]
+            if self.sort:
+                out["sort"] = dict(self.sort)
+            if self.skip:
+                out["skip"] = self.skip
+            if self.limit:
+                out["limit"] = self.limit
+            return out
+        stages = [dict(s) for s in self.pipeline]
+        if self.schema is not None:
+            stages.append({"$project": read_command(self.schema)["projection"]})
+        return {"aggregate": self.collection, "pipeline": stages}
+
+    def __repr__(self) -> str:
+        return f"Command({self.database!r}, {_json(self.to_dict())})"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(value: Any) -> Any:
+    import datetime as _dt
+
+    from bson import ObjectId
+
+    if isinstance(value, _dt.datetime):
+        return {"$date": value.isoformat()}
+    if isinstance(value, ObjectId):
+        return {"$oid": str(value)}
+    return repr(value)
+
+
+# ------------------------------------------------------------------------ compiling
+def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
+    """The single command that runs ``steps`` on ``source``.
+
+    >>> from loom_frames import Persistable, declare_persist_db, fld
+    >>> @declare_persist_db(db_name="app", collection_name="users")
+    ... class User(Persistable):
+    ...     name: str
+    ...     age: int
+    >>> cmd = compile_plan(Source.of_model(User), [Filter(fld["age"] > 25), Limit(10)])
+    >>> cmd.operation, dict(cmd.filter), cmd.limit
+    ('find', {'age': {'$gt': 25}}, 10)
+    """
+    stages: list[dict[str, Any]] = []
+    frame = initial_frame(source)
+    for step in steps:
+        stages.extend(_stages(frame, step))
+        frame = _advance(frame, step)
+    stages = _optimise(stages)
+    schema = _schema(frame)
+    find = _as_find(stages, frame)
+    if find is not None:
+        filter_, sort, skip, limit = find
+        return Command(source.database, source.collection, "find", schema, filter_,
+                       sort, skip, limit, whole_documents=frame.whole)
+    return Command(source.database, source.collection, "aggregate", schema,
+                   pipeline=tuple(stages), whole_documents=frame.whole)
+
+
+def _schema(frame: Frame) -> pa.Schema | None:
+    if frame.columns is None:
+        return None
+    return pa.schema([c.arrow_field() for c in frame.columns])
+
+
+def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:
+    if isinstance(step, Filter):
+        return [{"$match": step.predicate.to_mongo()}]
+    if isinstance(step, Sort):
+        spec = {_sort_key(frame, name): -1 if desc else 1 for name, desc in step.keys}
+        if frame.documents and "_id" not in spec:
+            spec["_id"] = 1  # ties broken by _id: the same rows every time
+        return [{"$sort": spec}]
+    if isinstance(step, Skip):
+        return [{"$skip": step.n}]
+    if isinstance(step, Limit):
+        return [{"$limit": step.n}]
+    if isinstance(step, Pipeline):
+        return [dict(s) for s in step.stages]
+    if isinstance(step, Select):
+        if frame.documents and all(_plain(e) for _, e in step.items):
+            return []  # the projection follows from the output schema
+        project: dict[str, Any] = {"_id": 0}
+        for name, expr in step.items:
+            project[name] = _value(expr)
+        return [{"$project": project}]
+    if isinstance(step, WithColumns):
+        return [{"$set": {name: _value(expr) for name, expr in step.items}}]
+    if isinstance(step, GroupBy):
+        return _group(step)
+    raise PlanError(f"unknown plan step {step!r}")
+
+
+def _sort_key(frame: Frame, name: str) -> str:
+    # After a raw pipeline the columns are the pipeline's own: sort by the given key.
+    return name if frame.columns is None else frame.column(name).key
+
+
+def _value(expr: Expr) -> Any:
+    """An aggregation expression for a computed column (literals wrapped)."""
+    value = expr.to_mongo_expr()
+    if isinstance(value, str) and value.startswith("$"):
+        return value
+    if isinstance(value, (dict, list, str)) or value is None:
+        return value if isinstance(value, dict) else {"$literal": value}
+    return {"$literal": value}
+
+
+def _group(step: GroupBy) -> list[dict[str, Any]]:
+    keys = {name: _value(expr) for name, expr in step.keys}
+    group: dict[str, Any] = {"_id": keys if keys else None}
+    project: dict[str, Any] = {"_id": 0}
+    for name in keys:
+        project[name] = f"$_id.{name}"
+    for name, expr in step.aggs:
+        acc = expr.alias(name).to_mongo_accumulator()
+        group[name] = acc.group
+        project[name] = acc.finalize()
+    return [{"$group": group}, {"$project": project}]
+
+
+def _optimise(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Move each ``$match`` before ``$sort``s (same rows), then merge adjacent ones."""
+    out: list[dict[str, Any]] = []
+    for stage in stages:
+        if "$match" in stage:
+            at = len(out)
+            while at > 0 and "$sort" in out[at - 1]:
+                at -= 1
+            if at > 0 and "$match" in out[at - 1]:
+                out[at - 1] = {"$match": _and(out[at - 1]["$match"], stage["$match"])}
+            else:
+                out.insert(at, stage)
+        else:
+            out.append(stage)
+    return [s for s in out if s != {"$match": {}}]
+
+
+def _and(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    if not a:
+        return dict(b)
+    if not b:
+        return dict(a)
+    if not set(a) & set(b) and not any(k.startswith("$") for k in (*a, *b)):
+        return {**a, **b}
+    return {"$and": [dict(a), dict(b)]}
+
+
+def _as_find(
+    stages: list[dict[str, Any]], frame: Frame
+) -> tuple[Mapping[str, Any], tuple[tuple[str, int], ...], int, int] | None:
+    """``(filter, sort, skip, limit)`` when the stages are exactly what ``find`` does."""
+    if not frame.documents:
+        return None
+    filter_: Mapping[str, Any] = {}
+    sort: tuple[tuple[str, int], ...] = ()
+    skip = limit = 0
+    order = ("$match", "$sort", "$skip", "$limit")
+    position = 0
+    for stage in stages:
+        (name,) = stage
+        if name not in order or order.index(name) < position:
+            return None
+        if name == "$limit" and limit:
+            return None
+        position = order.index(name) + (0 if name == "$limit" else 1)
+        value = stage[name]
+        if name == "$match":
+            filter_ = value
+        elif name == "$sort":
+            sort = tuple(value.items())
+        elif name == "$skip":
+            skip = value
+        else:
+            limit = value
+    return filter_, sort, skip, limit
