@@ -32,6 +32,16 @@ from .model import (
 
 __version__ = "0.1.0"
 
+
+def scan_collection(db: str, collection: str, *, schema: object) -> object:
+    """A Polars LazyFrame over a collection with no model, typed by ``schema``.
+
+    See :func:`loom_frames.scan.scan_collection`.
+    """
+    from .scan import scan_collection as _scan
+
+    return _scan(db, collection, schema=schema)
+
 __all__ = [
     "AggregationStages",
     "CODEC_OPTIONS",
@@ -64,4 +74,5 @@ __all__ = [
     "disconnect",
     "fld",
     "get_client",
+    "scan_collection",
 ]

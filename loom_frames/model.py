@@ -287,6 +287,17 @@ class Persistable(BaseModel):
         return Query.from_model(cls).filter(*exprs)
 
     @classmethod
+    def scan(cls) -> Any:
+        """A Polars ``LazyFrame`` over the collection (pushdown of columns, filters, limits).
+
+        >>> import polars as pl
+        >>> lazy = User.scan().filter(pl.col("age") > 25).select("name")  # doctest: +SKIP
+        """
+        from .query import Query
+
+        return Query.from_model(cls).scan()
+
+    @classmethod
     def arrow_schema(cls) -> Any:
         """The model's frame schema as a ``pyarrow.Schema`` (``id`` is a hex string)."""
         from .schema import arrow_schema
@@ -301,11 +312,15 @@ class Persistable(BaseModel):
         return polars_schema(cls)
 
     @classmethod
-    def agg(cls, pipeline: Any) -> Any:
-        """Run an aggregation pipeline (a list of stages or ``AggregationStages``)."""
+    def agg(cls, pipeline: Any, *, schema: Any = None) -> Any:
+        """Run an aggregation pipeline (a list of stages or ``AggregationStages``).
+
+        ``load_many()`` returns its result documents as dicts; frames use ``schema`` (a
+        ``pyarrow.Schema``) when given, else the types pymongoarrow infers.
+        """
         from .query import Query
 
-        return Query.from_model(cls).agg(pipeline)
+        return Query.from_model(cls).agg(pipeline, schema=schema)
 
 
 class LedgerModel(Persistable):

@@ -226,9 +226,9 @@ class Query:
         return rows[0] if rows else None
 
     def load_latest(self) -> Any | None:
-        """The matching object with the newest ``updated_time``, or None."""
+        """The matching object with the newest ``updated_time`` (then newest ``id``), or None."""
         self._model("load_latest()")
-        return self.sort("updated_time", descending=True).load_one()
+        return self.sort("updated_time", "id", descending=True).load_one()
 
     def _first(self, k: int) -> Query:
         if self.steps and isinstance(self.steps[-1], Limit):
@@ -265,6 +265,13 @@ class Query:
         from .load import to_frame
 
         return to_frame(self.load_table(on_invalid=on_invalid), "pandas")
+
+    def scan(self) -> pl.LazyFrame:
+        """This query as a Polars LazyFrame source with projection, predicate and limit
+        pushdown (see :mod:`loom_frames.scan`); nothing is read until it is collected."""
+        from .scan import scan_query
+
+        return scan_query(self)
 
     def iter_batches(self, batch_size: int = 65_536, *, on_invalid: str = "raise") -> Iterator[pa.RecordBatch]:
         """Stream the rows as Arrow record batches of at most ``batch_size`` rows."""

@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import bson
 import pymongo
 import pytest
+from pymongo import monitoring
 
 import loom_frames as lm
 from loom_frames.connection import _EmbeddedServer
@@ -73,3 +75,50 @@ def db_name(db: Any) -> str:
 
 def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.UTC)  # type: ignore[misc]
+
+
+class CommandLog(monitoring.CommandListener):
+    """What the library sent to MongoDB, and how many documents came back."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+        self.returned = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append({"name": event.command_name, "command": dict(event.command)})
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor")
+        if cursor:
+            for item in cursor.get("firstBatch", cursor.get("nextBatch", [])):
+                # raw-batch cursors (pymongoarrow) reply with one bytes blob per batch
+                self.returned += len(bson.decode_all(item)) if isinstance(item, bytes) else 1
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def named(self, *names: str) -> list[dict[str, Any]]:
+        """The commands called one of ``names`` (their bodies)."""
+        return [c["command"] for c in self.commands if c["name"] in names]
+
+    def writes(self) -> list[dict[str, Any]]:
+        names = {"insert", "update", "findAndModify", "delete"}
+        return [c for c in self.commands if c["name"] in names]
+
+    def clear(self) -> None:
+        self.commands.clear()
+        self.returned = 0
+
+
+@pytest.fixture
+def commands(mongo_uri: str, client: pymongo.MongoClient[Any]) -> Iterator[CommandLog]:
+    """The library's client swapped, for one test, for one whose commands are recorded."""
+    log = CommandLog()
+    watched: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        mongo_uri, event_listeners=[log], tz_aware=True, tzinfo=dt.UTC,
+        uuidRepresentation="standard",
+    )
+    lm.connect(client=watched)
+    yield log
+    lm.connect(client=client)
+    watched.close()

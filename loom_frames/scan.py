@@ -1,0 +1,185 @@
+"""Polars LazyFrame sources: ``Model.scan()``, ``query.scan()``, ``scan_collection()``.
+
+Each is a Polars IO plugin (``polars.io.plugins.register_io_source``). When the
+LazyFrame is collected, Polars hands the source the columns it needs, its predicate (a
+``polars.Expr``), a row limit and a batch size. The source pushes into MongoDB:
+
+* the projection: only the needed columns (plus those the predicate reads) are fetched;
+* the predicate: every conjunct :func:`~loom_frames.expr.from_polars.translate` can
+  express becomes the MongoDB filter; the rest is kept;
+* the row limit, when the whole predicate was pushed (otherwise rows are counted after
+  the local filter).
+
+Polars does not re-apply a predicate it handed to a source, so the FULL predicate is
+always applied locally to every batch: a partial (or even a wrong-by-superset)
+translation can only cost transfer, never change the result.
+
+>>> import polars as pl
+>>> import loom_frames as lm
+>>> from loom_frames import Persistable, declare_persist_db
+>>> @declare_persist_db(db_name="app", collection_name="events")
+... class Event(Persistable):
+...     kind: str
+...     count: int
+>>> lf = Event.scan().filter(pl.col("count") > 95_000).select("kind")
+>>> "MongoDB[app.events]" in lf.explain()
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from .errors import PlanError
+from .plan import Source, frame_after
+
+if TYPE_CHECKING:
+    from .query import Query
+
+__all__ = ["ScanPushdown", "pushdown", "scan_collection", "scan_query"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPushdown:
+    """What one collect of a scan sends to MongoDB, and what stays local."""
+
+    query: Query
+    columns: tuple[str, ...]  # columns fetched
+    local_predicate: pl.Expr | None  # applied to every batch (the full predicate)
+    limit_pushed: bool
+    untranslated: str | None  # the part of the predicate MongoDB did not get
+
+    def __str__(self) -> str:
+        lines = [str(self.query.explain())]
+        if self.untranslated:
+            lines.append(f"kept in Polars: {self.untranslated}")
+        return "\n".join(lines)
+
+
+def pushdown(
+    query: Query,
+    with_columns: list[str] | None,
+    predicate: pl.Expr | None,
+    n_rows: int | None,
+) -> ScanPushdown:
+    """Decide what a collect pushes into MongoDB (pure: runs nothing)."""
+    from .expr.from_polars import translate
+
+    frame = frame_after(query.source, query.steps)
+    schema_names = [c.name for c in frame.columns or ()]
+    pushed_all = True
+    untranslated = None
+    if predicate is not None:
+        translated, rest = translate(predicate, frame.resolver())
+        if translated is not None:
+            query = query.filter(translated)
+        if rest is not None:
+            pushed_all = False
+            untranslated = str(rest)
+    needed = list(with_columns) if with_columns is not None else list(schema_names)
+    if predicate is not None:
+        for name in predicate.meta.root_names():
+            if name not in needed:
+                needed.append(name)
+    if frame.documents and needed != schema_names:
+        query = query.select(*needed)
+    limit_pushed = n_rows is not None and pushed_all
+    if limit_pushed and n_rows is not None and n_rows > 0:
+        query = query.limit(n_rows)
+    return ScanPushdown(query, tuple(needed), predicate, limit_pushed, untranslated)
+
+
+def scan_query(query: Query) -> pl.LazyFrame:
+    """A LazyFrame over a query's rows (nothing is read until it is collected)."""
+    from polars.io.plugins import register_io_source
+
+    from .load import to_frame
+
+    command = query.compile()
+    if command.schema is None:
+        raise PlanError("scan() needs known columns. Hint: pass schema= to agg().")
+    schema = pl.Schema(to_frame(command.schema.empty_table(), "polars").schema)
+
+    def source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        if n_rows == 0:
+            return
+        plan = pushdown(query, with_columns, predicate, n_rows)
+        remaining = n_rows
+        for batch in plan.query.iter_batches(batch_size or 65_536):
+            df = pl.from_arrow(pa.Table.from_batches([batch]))
+            assert isinstance(df, pl.DataFrame)
+            if predicate is not None:
+                df = df.filter(predicate)
+            if with_columns is not None:
+                df = df.select(with_columns)
+            if remaining is not None:
+                df = df.head(remaining)
+                remaining -= df.height
+            if df.height:
+                yield df
+            if remaining == 0:
+                return
+
+    detail = command.to_dict()
+    detail.pop(command.operation, None)
+    return register_io_source(
+        source,
+        schema=schema,
+        is_pure=True,
+        explain_name=f"MongoDB[{command.namespace}]",
+        explain_detail=f"{command.operation} {_short(detail)}",
+    )
+
+
+def scan_collection(
+    db: str, collection: str, *, schema: pa.Schema | Mapping[str, Any]
+) -> pl.LazyFrame:
+    """A LazyFrame over any collection, typed by ``schema`` (never guessed).
+
+    ``schema`` is a ``pyarrow.Schema`` or a dict of column -> Arrow or Polars type.
+
+    >>> lf = scan_collection("app", "raw", schema={"sensor": pl.String, "value": pl.Float64})
+    >>> lf.collect_schema()
+    Schema([('sensor', String), ('value', Float64)])
+    """
+    from .query import Query
+
+    return scan_query(Query(Source.of_collection(db, collection, _arrow_schema(schema))))
+
+
+def _arrow_schema(schema: pa.Schema | Mapping[str, Any]) -> pa.Schema:
+    if isinstance(schema, pa.Schema):
+        return schema
+    if not isinstance(schema, Mapping) or not schema:
+        raise PlanError(f"schema must be a pyarrow.Schema or a non-empty dict, got {schema!r}")
+    fields = []
+    for name, dtype in schema.items():
+        arrow = dtype if isinstance(dtype, pa.DataType) else _arrow_of_polars(name, dtype)
+        fields.append(pa.field(name, arrow))
+    return pa.schema(fields)
+
+
+def _arrow_of_polars(name: str, dtype: Any) -> pa.DataType:
+    arrow = pl.Series(name, [], dtype=dtype).to_arrow().type
+    if pa.types.is_large_string(arrow) or pa.types.is_string_view(arrow):
+        return pa.string()  # what the loaders produce
+    if pa.types.is_large_list(arrow) or pa.types.is_list_view(arrow):
+        return pa.list_(arrow.value_type)
+    return arrow
+
+
+def _short(value: Any) -> str:
+    from .plan import _json
+
+    text = _json(value)
+    return text if len(text) <= 300 else text[:297] + "..."
