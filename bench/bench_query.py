@@ -1,0 +1,147 @@
+"""Client cost of the public query API, each beside its baseline in the same run.
+
+Server: SecantusDB as its own process (``secantusd-py``, in memory). N documents
+(default 100,000) of the 8-field ``User`` model of ``bench_load.py``. Rows:
+
+* ``load_table`` / ``load_polars`` vs ``pymongoarrow.api.find_arrow_all`` /
+  ``find_polars_all`` with the same filter and the storage schema (target <= 1.10x);
+* ``load_many`` vs pymongo dicts + ``User.model_validate`` per document (target <= 1.0x);
+* a group-by over all documents: documents returned = groups;
+* a 1%-selective filter: documents returned = 1% of the collection.
+
+Figures: client CPU seconds (``time.process_time``, median of ``--repeat`` runs), per
+100k documents scanned, documents and bytes the server returned (counted by a command
+listener from the replies), ratio to the row's baseline.
+
+Run: ``.venv/bin/python bench/bench_query.py [--docs 100000] [--repeat 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bson  # noqa: E402
+import pymongo  # noqa: E402
+from bench_load import User, make_docs, measure  # noqa: E402
+from pymongo import monitoring  # noqa: E402
+from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E402
+
+import loom_frames as lm  # noqa: E402
+from loom_frames import fld  # noqa: E402
+from loom_frames.connection import _EmbeddedServer  # noqa: E402
+from loom_frames.load import _storage_type  # noqa: E402
+from loom_frames.schema import columns_from_arrow  # noqa: E402
+
+
+class Returned(monitoring.CommandListener):
+    """Documents and bytes in the server's replies (raw batches decoded)."""
+
+    def __init__(self) -> None:
+        self.docs = 0
+        self.bytes = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor")
+        if not cursor:
+            return
+        for item in cursor.get("firstBatch", cursor.get("nextBatch", [])):
+            if isinstance(item, bytes):
+                self.bytes += len(item)
+                self.docs += len(bson.decode_all(item))
+            else:
+                self.bytes += len(bson.encode(item))
+                self.docs += 1
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def reset(self) -> None:
+        self.docs = self.bytes = 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    server = _EmbeddedServer.start(":memory:")
+    try:
+        run(server.uri, args.docs, args.repeat)
+    finally:
+        server.stop()
+
+
+def run(uri: str, n: int, repeat: int) -> None:
+    listener = Returned()
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        uri, event_listeners=[listener], tz_aware=True, uuidRepresentation="standard"
+    )
+    lm.connect(client=client)
+    coll = User.collection()
+    coll.drop()
+    coll = User.collection()
+    docs = make_docs(n)
+    for i in range(0, n, 10_000):
+        coll.insert_many(docs[i : i + 10_000], ordered=False)
+    del docs
+    print(f"{coll.estimated_document_count():,} documents in {coll.full_name} "
+          "(server: secantusd-py, its own process)\n")
+
+    storage = Schema({c.key: _storage_type(c) for c in columns_from_arrow(User.arrow_schema())})
+    selective = fld["age"] == 7  # ~1% of the documents
+    selective_doc = {"age": 7}
+
+    def validate_each() -> list[User]:
+        return [User.model_validate(d) for d in coll.find(selective_doc)]
+
+    rows: list[tuple[str, str, Callable[[], Any], str | None]] = [
+        ("1% filter", "pymongoarrow find_arrow_all", lambda: find_arrow_all(coll, selective_doc, schema=storage), None),
+        ("1% filter", "load_table", lambda: User.filter(selective).load_table(), "pymongoarrow find_arrow_all"),
+        ("1% filter", "pymongoarrow find_polars_all", lambda: find_polars_all(coll, selective_doc, schema=storage), None),
+        ("1% filter", "load_polars", lambda: User.filter(selective).load_polars(), "pymongoarrow find_polars_all"),
+        ("1% filter", "pymongo + model_validate", validate_each, None),
+        ("1% filter", "load_many", lambda: User.filter(selective).load_many(), "pymongo + model_validate"),
+        ("all", "pymongoarrow find_arrow_all", lambda: find_arrow_all(coll, {}, schema=storage), None),
+        ("all", "load_table", lambda: User.filter().load_table(), "pymongoarrow find_arrow_all"),
+        ("all", "pymongoarrow find_polars_all", lambda: find_polars_all(coll, {}, schema=storage), None),
+        ("all", "load_polars", lambda: User.filter().load_polars(), "pymongoarrow find_polars_all"),
+        ("all", "pymongo + model_validate", lambda: [User.model_validate(d) for d in coll.find({})], None),
+        ("all", "load_many", lambda: User.filter().load_many(), "pymongo + model_validate"),
+        ("group-by", "group_by(status, is_active).agg(4 aggs)", lambda: User.filter().group_by(
+            "status", "is_active").agg(n=fld["age"].count(), mean_age=fld["age"].mean(),
+                                       max_score=fld["score"].max(), first=fld["name"].first()
+                                       ).load_polars(), None),
+    ]
+    header = (f"{'rows':<10} {'method':<42} {'cpu s':>8} {'cpu s/100k':>10} {'docs back':>10} "
+              f"{'bytes back':>12} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    cpu_of: dict[str, float] = {}
+    for label, name, fn, baseline in rows:
+        fn()  # warm up
+        cpu, _wall, result = measure(fn, repeat)
+        listener.reset()
+        fn()
+        cpu_of[label + name] = cpu
+        ratio = f"{cpu / cpu_of[label + baseline]:.2f}" if baseline else "base"
+        per_100k = cpu / n * 100_000
+        print(f"{label:<10} {name:<42} {cpu:>8.4f} {per_100k:>10.4f} {listener.docs:>10,} "
+              f"{listener.bytes:>12,} {ratio:>6}")
+        del result
+    time.sleep(0)
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
