@@ -7,8 +7,8 @@ LazyFrame is collected, Polars hands the source the columns it needs, its predic
 * the projection: only the needed columns (plus those the predicate reads) are fetched;
 * the predicate: every conjunct :func:`~loom_frames.expr.from_polars.translate` can
   express becomes the MongoDB filter; the rest is kept;
-* the row limit, when the whole predicate was pushed (otherwise rows are counted after
-  the local filter).
+* the row limit (``lf.head(n)`` before any filter: Polars hands a source its limit only
+  then, and means "the first n rows, then the predicate").
 
 Polars does not re-apply a predicate it handed to a source, so the FULL predicate is
 always applied locally to every batch: a partial (or even a wrong-by-superset)
@@ -51,13 +51,14 @@ class ScanPushdown:
     query: Query
     columns: tuple[str, ...]  # columns fetched
     local_predicate: pl.Expr | None  # applied to every batch (the full predicate)
-    limit_pushed: bool
-    untranslated: str | None  # the part of the predicate MongoDB did not get
+    limit_pushed: bool  # a row limit came with this collect (and went to MongoDB)
+    kept: tuple[str, ...]  # conjuncts of the predicate MongoDB did not get
 
     def __str__(self) -> str:
         lines = [str(self.query.explain())]
-        if self.untranslated:
-            lines.append(f"kept in Polars: {self.untranslated}")
+        lines.extend(f"kept in Polars only: {conjunct}" for conjunct in self.kept)
+        if self.local_predicate is not None:
+            lines.append(f"applied to every batch: {self.local_predicate}")
         return "\n".join(lines)
 
 
@@ -67,20 +68,26 @@ def pushdown(
     predicate: pl.Expr | None,
     n_rows: int | None,
 ) -> ScanPushdown:
-    """Decide what a collect pushes into MongoDB (pure: runs nothing)."""
+    """Decide what a collect pushes into MongoDB (pure: runs nothing).
+
+    When Polars hands over both a row limit and a predicate, the limit comes first
+    (``lf.head(10).filter(p)``: the first 10 rows, then filtered), so only the limit is
+    pushed and the predicate runs locally on those rows. Without a limit, every
+    translatable conjunct of the predicate is pushed.
+    """
     from .expr.from_polars import translate
 
     frame = frame_after(query.source, query.steps)
     schema_names = [c.name for c in frame.columns or ()]
-    pushed_all = True
-    untranslated = None
-    if predicate is not None:
-        translated, rest = translate(predicate, frame.resolver())
+    kept: list[str] = []
+    if n_rows is not None:
+        query = query.limit(n_rows)
+        if predicate is not None:
+            kept.append(str(predicate))
+    elif predicate is not None:
+        translated, kept = translate(predicate, frame.resolver())
         if translated is not None:
             query = query.filter(translated)
-        if rest is not None:
-            pushed_all = False
-            untranslated = str(rest)
     needed = list(with_columns) if with_columns is not None else list(schema_names)
     if predicate is not None:
         for name in predicate.meta.root_names():
@@ -88,10 +95,7 @@ def pushdown(
                 needed.append(name)
     if frame.documents and needed != schema_names:
         query = query.select(*needed)
-    limit_pushed = n_rows is not None and pushed_all
-    if limit_pushed and n_rows is not None and n_rows > 0:
-        query = query.limit(n_rows)
-    return ScanPushdown(query, tuple(needed), predicate, limit_pushed, untranslated)
+    return ScanPushdown(query, tuple(needed), predicate, n_rows is not None, tuple(kept))
 
 
 def scan_query(query: Query) -> pl.LazyFrame:
@@ -114,21 +118,15 @@ def scan_query(query: Query) -> pl.LazyFrame:
         if n_rows == 0:
             return
         plan = pushdown(query, with_columns, predicate, n_rows)
-        remaining = n_rows
         for batch in plan.query.iter_batches(batch_size or 65_536):
             df = pl.from_arrow(pa.Table.from_batches([batch]))
             assert isinstance(df, pl.DataFrame)
             if predicate is not None:
-                df = df.filter(predicate)
+                df = df.filter(predicate)  # Polars does not re-apply it
             if with_columns is not None:
                 df = df.select(with_columns)
-            if remaining is not None:
-                df = df.head(remaining)
-                remaining -= df.height
             if df.height:
                 yield df
-            if remaining == 0:
-                return
 
     detail = command.to_dict()
     detail.pop(command.operation, None)
