@@ -19,8 +19,10 @@ demo: $(VENV)/.installed-embedded
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed-test
-	$(PY) bench/run_all.py
+bench: $(VENV)/.installed-bench
+	$(PY) bench/bench_expr_compile.py
+	$(PY) bench/bench_query.py
+	$(PY) bench/bench_scan.py
 
 clean:
 	rm -rf $(VENV) .loom .pytest_cache .hypothesis
