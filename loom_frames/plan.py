@@ -379,10 +379,8 @@ def _sort_key(frame: Frame, name: str) -> str:
 def _value(expr: Expr) -> Any:
     """An aggregation expression for a computed column (literals wrapped)."""
     value = expr.to_mongo_expr()
-    if isinstance(value, str) and value.startswith("$"):
-        return value
-    if isinstance(value, (dict, list, str)) or value is None:
-        return value if isinstance(value, dict) else {"$literal": value}
+    if isinstance(value, dict) or (isinstance(value, str) and value.startswith("$")):
+        return value  # an operator expression or a field path
     return {"$literal": value}
 
 

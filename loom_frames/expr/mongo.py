@@ -1,0 +1,628 @@
+"""Tree -> MongoDB: the query language (``find`` / ``$match``) and the aggregation language.
+
+Two targets, kept apart: :func:`compile_query` emits plain query operators wherever they
+say exactly what the expression means (so indexes apply) and wraps only the rest in
+``$expr``; :func:`compile_expression` emits aggregation expressions for ``$project`` /
+``$set``; :func:`compile_accumulator` emits ``$group`` accumulators. Aggregation-language
+comparisons carry explicit guards so they mean what the query language means (null and
+missing never compare, NaN only equals NaN), see docs/semantics.md.
+
+>>> from loom_frames.expr import fld
+>>> compile_query((fld["age"] > 25).node)
+{'age': {'$gt': 25}}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+from dataclasses import dataclass
+from functools import singledispatch
+from typing import Any, NamedTuple
+
+from bson import Decimal128
+
+from ..errors import InvalidExpressionError, UnsupportedExpressionError
+from . import nodes as n
+from .bind import Kind, item_ref, kind_of
+from .render import to_source
+
+__all__ = ["MongoAccumulator", "compile_accumulator", "compile_expression", "compile_query"]
+
+NAN = float("nan")
+_OPS: dict[type[n.Node], str] = {
+    n.Eq: "$eq", n.Ne: "$ne", n.Lt: "$lt", n.Le: "$lte", n.Gt: "$gt", n.Ge: "$gte",
+}
+_ARITH: dict[type[n.Node], str] = {
+    n.Add: "$add", n.Sub: "$subtract", n.Mul: "$multiply", n.Div: "$divide", n.Mod: "$mod",
+}
+_DATE_PARTS: dict[type[n.Node], str] = {
+    n.Year: "$year", n.Month: "$month", n.Day: "$dayOfMonth", n.Hour: "$hour",
+    n.Weekday: "$isoDayOfWeek",
+}
+_CASE: dict[type[n.Node], str] = {n.Lower: "$toLower", n.Upper: "$toUpper"}
+_NEGATION: dict[type[n.Node], type[n.Node]] = {
+    n.Eq: n.Ne, n.Ne: n.Eq, n.IsIn: n.NotIn, n.NotIn: n.IsIn, n.IsNull: n.IsNotNull,
+    n.IsNotNull: n.IsNull,
+}
+_UNITS: dict[str, tuple[str, int]] = {
+    "ms": ("millisecond", 1), "s": ("second", 1000), "m": ("minute", 60_000),
+    "h": ("hour", 3_600_000), "d": ("day", 86_400_000), "w": ("week", 604_800_000),
+    "mo": ("month", 0), "q": ("quarter", 0), "y": ("year", 0),
+}
+_MONTHS = {"mo": 1, "q": 3, "y": 12}
+_WEEK_ORIGIN_MS = 4 * 86_400_000  # 1970-01-05, a Monday: where Polars starts week bins
+_YEAR_ONE_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_ACCUMULATORS: dict[type[n.Node], str] = {
+    n.Sum: "$sum", n.Mean: "$avg", n.Min: "$min", n.Max: "$max", n.First: "$first",
+    n.Last: "$last", n.Std: "$stdDevSamp", n.Var: "$stdDevSamp",
+}
+_NUMERIC_INPUT = (n.Sum, n.Mean, n.Std, n.Var, n.Median, n.Quantile)
+
+
+@dataclass(frozen=True, slots=True)
+class MongoAccumulator:
+    """How one aggregation runs in MongoDB: a ``$group`` accumulator, then an optional
+    finishing expression ``post`` that reads the accumulated value as ``$$acc``.
+
+    >>> acc = MongoAccumulator("n", {"$addToSet": "$city"}, {"$size": "$$acc"})
+    >>> {"$group": {"_id": "$country", acc.name: acc.group}}
+    {'$group': {'_id': '$country', 'n': {'$addToSet': '$city'}}}
+    >>> {"$set": {acc.name: acc.finalize()}}
+    {'$set': {'n': {'$let': {'vars': {'acc': '$n'}, 'in': {'$size': '$$acc'}}}}}
+    """
+
+    name: str
+    group: dict[str, Any]
+    post: Any = None
+
+    def finalize(self, path: str | None = None) -> Any:
+        """The final value, given where ``$group`` put the accumulator (default: name).
+
+        >>> MongoAccumulator("v", {"$stdDevSamp": "$x"}, {"$pow": ["$$acc", 2]}).finalize("g.v")
+        {'$let': {'vars': {'acc': '$g.v'}, 'in': {'$pow': ['$$acc', 2]}}}
+        """
+        ref = "$" + (path or self.name)
+        if self.post is None:
+            return ref
+        return {"$let": {"vars": {"acc": ref}, "in": self.post}}
+
+
+# --------------------------------------------------------------------------- values
+def bson_value(value: Any) -> Any:
+    """A frozen literal as the driver encodes it (a date becomes midnight UTC)."""
+    if isinstance(value, tuple):
+        return [bson_value(v) for v in value]
+    if isinstance(value, n.Doc):
+        return {k: bson_value(v) for k, v in value.items}
+    if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
+    if isinstance(value, decimal.Decimal):
+        return Decimal128(value)
+    return value
+
+
+def _lit(value: Any) -> Any:
+    """A literal in the aggregation language: ``$literal`` where it could be read as code."""
+    out = bson_value(value)
+    if isinstance(out, (list, dict)) or isinstance(out, str) and out.startswith("$"):
+        return {"$literal": out}
+    return out
+
+
+def _has_operator(value: Any) -> bool:
+    if isinstance(value, n.Doc):
+        return any(k.startswith("$") or _has_operator(v) for k, v in value.items)
+    return isinstance(value, tuple) and any(_has_operator(v) for v in value)
+
+
+def _strip(node: n.Node) -> n.Node:
+    while isinstance(node, n.Alias):
+        node = node.arg
+    return node
+
+
+def _path(node: n.Field) -> str:
+    return node.ref.path if node.ref is not None else node.name
+
+
+def _is_list(node: n.Node) -> bool:
+    return item_ref(node) is not None
+
+
+_SPECIAL = frozenset("\\^$.|?*+()[]{}")
+
+
+def _escape(text: str) -> str:
+    """Regex-escape literal text for PCRE (metacharacters only; NUL spelled ``\\x00``)."""
+    return "".join("\\" + c if c in _SPECIAL else "\\x00" if c == "\x00" else c
+                   for c in text)
+
+
+def _pattern(node: n.StringMatch | n.Regex) -> tuple[str, str]:
+    if isinstance(node, n.Regex):
+        return node.pattern, node.flags
+    text = _escape(node.text)
+    if isinstance(node, n.StartsWith):
+        return "^" + text, ""
+    if isinstance(node, n.EndsWith):
+        return text + "\\z", ""  # not '$', which also matches before a final newline
+    return text, ""
+
+
+# ---------------------------------------------------------------------- query language
+def compile_query(node: n.Node) -> dict[str, Any]:
+    """A query document selecting the documents for which ``node`` holds.
+
+    >>> from loom_frames.expr import fld
+    >>> compile_query((~fld["tags"].is_in(["a"])).node)
+    {'tags': {'$nin': ['a']}}
+    """
+    return _query(node)
+
+
+@singledispatch
+def _query(node: n.Node) -> dict[str, Any]:
+    if isinstance(node, n.Aggregation):
+        raise InvalidExpressionError(f"{to_source(node)} is an aggregation; it cannot filter "
+                                     "documents. Hint: use it in group_by().agg().")
+    if isinstance(node, n.PREDICATES):
+        raise UnsupportedExpressionError(f"no MongoDB query translation for "
+                                         f"{type(node).__name__}: {to_source(node)}")
+    raise InvalidExpressionError(f"{to_source(node)} is not a condition. Hint: compare it, "
+                                 "e.g. (fld['a'] + 1) > 5.")
+
+
+@_query.register
+def _(node: n.Alias) -> dict[str, Any]:
+    return _query(node.arg)
+
+
+@_query.register
+def _(node: n.Field) -> dict[str, Any]:
+    return {_path(node): {"$eq": True}}  # a boolean field used as a condition
+
+
+@_query.register
+def _(node: n.Comparison) -> dict[str, Any]:
+    left, right = _strip(node.left), _strip(node.right)
+    if isinstance(left, n.Field) and isinstance(right, n.Literal):
+        return {_path(left): {_OPS[type(node)]: bson_value(right.value)}}
+    if (isinstance(left, n.ListLen) and isinstance(left.arg, n.Field)
+            and isinstance(node, (n.Eq, n.Ne)) and isinstance(right, n.Literal)
+            and type(right.value) is int and right.value >= 0):
+        size = {"$size": right.value}
+        return {_path(left.arg): size if isinstance(node, n.Eq) else {"$not": size}}
+    return {"$expr": _agg(node)}
+
+
+def _in_query(node: n.IsIn | n.NotIn, negate: bool) -> dict[str, Any]:
+    arg = _strip(node.arg)
+    if not isinstance(arg, n.Field):
+        return {"$expr": _agg(node)}
+    path = _path(arg)
+    plain = [bson_value(v.value) for v in node.values if not _has_operator(v.value)]
+    docs = [bson_value(v.value) for v in node.values if _has_operator(v.value)]
+    if not docs:  # "$in" rejects documents with "$" keys; those are matched with "$eq"
+        return {path: {"$nin" if negate else "$in": plain}}
+    clauses = ([{path: {"$in": plain}}] if plain else []) + [{path: {"$eq": d}} for d in docs]
+    if negate:
+        return {"$nor": clauses}
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+@_query.register
+def _(node: n.IsIn) -> dict[str, Any]:
+    return _in_query(node, negate=False)
+
+
+@_query.register
+def _(node: n.NotIn) -> dict[str, Any]:
+    return _in_query(node, negate=True)
+
+
+def _null_query(node: n.IsNull | n.IsNotNull) -> dict[str, Any]:
+    arg = _strip(node.arg)
+    if not isinstance(arg, n.Field):
+        return {"$expr": _agg(node)}
+    path = _path(arg)
+    if _is_list(arg):  # {"tags": null} would also match arrays holding a null element
+        null = {path: {"$eq": None, "$not": {"$type": "array"}}}
+        return null if isinstance(node, n.IsNull) else {"$nor": [null]}
+    return {path: {"$eq" if isinstance(node, n.IsNull) else "$ne": None}}
+
+
+@_query.register
+def _(node: n.IsNull) -> dict[str, Any]:
+    return _null_query(node)
+
+
+@_query.register
+def _(node: n.IsNotNull) -> dict[str, Any]:
+    return _null_query(node)
+
+
+@_query.register
+def _(node: n.Exists) -> dict[str, Any]:
+    arg = _strip(node.arg)
+    if not isinstance(arg, n.Field):
+        raise InvalidExpressionError(f".exists() applies to a field, not {to_source(arg)}.")
+    return {_path(arg): {"$exists": node.flag}}
+
+
+def _bounds(node: n.Between) -> tuple[type[n.Comparison], type[n.Comparison]]:
+    low = n.Ge if node.closed in ("both", "left") else n.Gt
+    high = n.Le if node.closed in ("both", "right") else n.Lt
+    return low, high
+
+
+@_query.register
+def _(node: n.Between) -> dict[str, Any]:
+    arg, low, high = _strip(node.arg), _strip(node.low), _strip(node.high)
+    if isinstance(arg, n.Field) and isinstance(low, n.Literal) and isinstance(high, n.Literal):
+        low_op, high_op = _bounds(node)
+        cond = {_OPS[low_op]: bson_value(low.value), _OPS[high_op]: bson_value(high.value)}
+        return {_path(arg): {"$elemMatch": cond} if _is_list(arg) else cond}
+    return {"$expr": _agg(node)}
+
+
+@_query.register(n.StringMatch)
+@_query.register(n.Regex)
+def _(node: n.StringMatch | n.Regex) -> dict[str, Any]:
+    arg = _strip(node.arg)
+    if not isinstance(arg, n.Field):
+        return {"$expr": _agg(node)}
+    pattern, flags = _pattern(node)
+    return {_path(arg): {"$regex": pattern, "$options": flags} if flags else {"$regex": pattern}}
+
+
+@_query.register
+def _(node: n.ListContains) -> dict[str, Any]:
+    arg = _strip(node.arg)
+    if not isinstance(arg, n.Field):
+        return {"$expr": _agg(node)}
+    return {_path(arg): {"$eq": bson_value(node.item.value)}}
+
+
+@_query.register
+def _(node: n.And) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    for arg in node.args:
+        query = _query(arg)
+        parts.extend(query["$and"] if list(query) == ["$and"] else [query])
+    keys = [k for part in parts for k in part]
+    if len(keys) == len(set(keys)):  # disjoint: one document reads better, same meaning
+        return {k: v for part in parts for k, v in part.items()}
+    return {"$and": parts}
+
+
+@_query.register
+def _(node: n.Or) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    for arg in node.args:
+        query = _query(arg)
+        parts.extend(query["$or"] if list(query) == ["$or"] else [query])
+    return {"$or": parts}
+
+
+@_query.register
+def _(node: n.Not) -> dict[str, Any]:
+    inner = _strip(node.arg)
+    if isinstance(inner, n.Not):
+        return _query(inner.arg)
+    negation = _NEGATION.get(type(inner))
+    if negation is not None:  # Ne is defined as not Eq, NotIn as not IsIn, ...
+        return _query(negation(*(getattr(inner, f) for f in inner.__dataclass_fields__)))
+    if isinstance(inner, n.Exists):
+        return _query(n.Exists(inner.arg, not inner.flag))
+    if isinstance(inner, n.Or):
+        return {"$nor": [_query(a) for a in inner.args]}
+    return {"$nor": [_query(inner)]}
+
+
+# ---------------------------------------------------------------- aggregation language
+def compile_expression(node: n.Node) -> Any:
+    """An aggregation expression computing ``node`` (conditions give true/false).
+
+    >>> from loom_frames.expr import fld
+    >>> compile_expression((fld["a"] / fld["b"]).node)
+    {'$cond': [{'$eq': ['$b', 0]}, None, {'$divide': ['$a', '$b']}]}
+    """
+    inner = _strip(node)
+    if isinstance(inner, n.Aggregation):
+        acc = compile_accumulator(node)
+        if acc.post is not None:
+            raise InvalidExpressionError(
+                f"{to_source(node)} needs a step after $group. Hint: use "
+                ".to_mongo_accumulator() and apply its .finalize() after the $group stage.")
+        return acc.group
+    out = _agg(node)
+    # A bare constant means inclusion / exclusion to $project: keep it a value.
+    return {"$literal": out} if out is None or isinstance(out, (bool, int, float)) else out
+
+
+class _Operand(NamedTuple):
+    expr: Any
+    null: bool  # may be null or missing
+    nan: bool  # may be NaN
+    nan_literal: bool  # is the literal NaN
+
+
+def _operand(node: n.Node, other: n.Node) -> _Operand:
+    if isinstance(node, n.Literal):
+        nan = n.is_nan(node.value)
+        return _Operand(_lit(node.value), node.value is None, nan, nan)
+    kind = kind_of(node)
+    return _Operand(_agg(node), True, kind in (Kind.FLOAT, Kind.ANY), False)
+
+
+def _and(terms: list[Any]) -> Any:
+    return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+def _compare(op: type[n.Node], x: _Operand, y: _Operand) -> Any:
+    """``x op y`` with query-language meaning, in the aggregation language."""
+    if op is n.Ne:
+        return {"$not": [_compare(n.Eq, x, y)]}
+    if x.nan_literal or y.nan_literal:  # NaN equals only NaN and is never < or >
+        other = y if x.nan_literal else x
+        return False if op in (n.Lt, n.Gt) else {"$eq": [other.expr, NAN]}
+    small, big = (y, x) if op in (n.Gt, n.Ge) else (x, y)
+    terms: list[Any] = [{_OPS[op]: [x.expr, y.expr]}]
+    if op is n.Eq:
+        if x.null and y.null:
+            terms.append({"$gt": [x.expr, None]})
+        return _and(terms)
+    if small.null:  # null and missing sort below everything in the aggregation order
+        terms.append({"$gt": [small.expr, None]})
+    if small.nan:  # ... and NaN below every number
+        not_nan = {"$ne": [small.expr, NAN]}
+        strict = op in (n.Lt, n.Gt)
+        terms.append(not_nan if strict or not big.nan
+                     else {"$or": [not_nan, {"$eq": [big.expr, NAN]}]})
+    return _and(terms)
+
+
+def _any_element(array: Any, condition: Any) -> Any:
+    safe = {"$cond": [{"$isArray": array}, array, []]}
+    return {"$anyElementTrue": [{"$map": {"input": safe, "as": "el", "in": condition}}]}
+
+
+def _element(node: n.Node) -> _Operand:
+    item = item_ref(node)
+    return _Operand("$$el", True, item is not None and item.kind is Kind.FLOAT, False)
+
+
+def _condition(node: n.Node) -> Any:
+    """A child of & | ~ in the aggregation language (a bare field means ``== True``)."""
+    node = _strip(node)
+    if isinstance(node, n.Field):
+        return {"$eq": [_agg(node), True]}
+    return _agg(node)
+
+
+@singledispatch
+def _agg(node: n.Node) -> Any:
+    if isinstance(node, n.Aggregation):
+        raise InvalidExpressionError(f"{to_source(node)} is an aggregation; it can only be "
+                                     "the outermost expression.")
+    raise UnsupportedExpressionError(f"no MongoDB aggregation translation for "
+                                     f"{type(node).__name__}: {to_source(node)}")
+
+
+@_agg.register
+def _(node: n.Field) -> Any:
+    return "$" + _path(node)
+
+
+@_agg.register
+def _(node: n.Literal) -> Any:
+    return _lit(node.value)
+
+
+@_agg.register
+def _(node: n.Alias) -> Any:
+    return _agg(node.arg)
+
+
+@_agg.register
+def _(node: n.Comparison) -> Any:
+    left, right = _strip(node.left), _strip(node.right)
+    if item_ref(left) is not None and not (isinstance(right, n.Literal)
+                                           and isinstance(right.value, tuple)):
+        op = n.Eq if isinstance(node, n.Ne) else type(node)
+        any_match = _any_element(_agg(left), _compare(op, _element(left), _operand(right, left)))
+        return {"$not": [any_match]} if isinstance(node, n.Ne) else any_match
+    return _compare(type(node), _operand(left, right), _operand(right, left))
+
+
+def _in_agg(node: n.IsIn | n.NotIn) -> Any:
+    arg = _strip(node.arg)
+    x = _agg(arg)
+    values = [v.value for v in node.values if v.value is not None]
+    has_null = len(values) < len(node.values)
+    terms: list[Any] = []
+    if item_ref(arg) is not None:
+        element = [{"$in": ["$$el", _lit(tuple(values))]}] if values else []
+        element += [{"$lte": ["$$el", None]}] if has_null else []
+        if element:
+            terms.append(_any_element(x, element[0] if len(element) == 1 else {"$or": element}))
+    elif values:
+        terms.append({"$in": [x, _lit(tuple(values))]})
+    if has_null:
+        terms.append({"$lte": [x, None]})
+    result: Any = False if not terms else terms[0] if len(terms) == 1 else {"$or": terms}
+    return {"$not": [result]} if isinstance(node, n.NotIn) else result
+
+
+@_agg.register
+def _(node: n.IsIn) -> Any:
+    return _in_agg(node)
+
+
+@_agg.register
+def _(node: n.NotIn) -> Any:
+    return _in_agg(node)
+
+
+@_agg.register
+def _(node: n.IsNull) -> Any:
+    return {"$lte": [_agg(node.arg), None]}  # null or missing
+
+
+@_agg.register
+def _(node: n.IsNotNull) -> Any:
+    return {"$gt": [_agg(node.arg), None]}
+
+
+@_agg.register
+def _(node: n.Exists) -> Any:
+    return {"$ne" if node.flag else "$eq": [{"$type": _agg(node.arg)}, "missing"]}
+
+
+@_agg.register
+def _(node: n.Between) -> Any:
+    low_op, high_op = _bounds(node)
+    arg = _strip(node.arg)
+    if item_ref(arg) is not None:
+        el = _element(arg)
+        both = [_compare(low_op, el, _operand(node.low, arg)),
+                _compare(high_op, el, _operand(node.high, arg))]
+        return _any_element(_agg(arg), {"$and": both})
+    return {"$and": [_agg(low_op(arg, node.low)), _agg(high_op(arg, node.high))]}
+
+
+@_agg.register(n.StringMatch)
+@_agg.register(n.Regex)
+def _(node: n.StringMatch | n.Regex) -> Any:
+    pattern, flags = _pattern(node)
+    spec = {"input": _agg(node.arg), "regex": pattern}
+    return {"$regexMatch": {**spec, "options": flags} if flags else spec}
+
+
+@_agg.register
+def _(node: n.ListContains) -> Any:
+    x = _agg(node.arg)
+    return {"$in": [_lit(node.item.value), {"$cond": [{"$isArray": x}, x, []]}]}
+
+
+@_agg.register
+def _(node: n.And) -> Any:
+    return {"$and": [_condition(a) for a in node.args]}
+
+
+@_agg.register
+def _(node: n.Or) -> Any:
+    return {"$or": [_condition(a) for a in node.args]}
+
+
+@_agg.register
+def _(node: n.Not) -> Any:
+    return {"$not": [_condition(node.arg)]}
+
+
+@_agg.register
+def _(node: n.Arithmetic) -> Any:
+    op = _ARITH[type(node)]
+    left, right = _agg(node.left), _agg(node.right)
+    if isinstance(node, (n.Div, n.Mod)):  # MongoDB raises on a zero divisor: null instead
+        divisor = _strip(node.right)
+        if isinstance(divisor, n.Literal):
+            return None if divisor.value == 0 else {op: [left, right]}
+        return {"$cond": [{"$eq": [right, 0]}, None, {op: [left, right]}]}
+    return {op: [left, right]}
+
+
+@_agg.register
+def _(node: n.Neg) -> Any:
+    return {"$multiply": [-1, _agg(node.arg)]}
+
+
+@_agg.register
+def _(node: n.Abs) -> Any:
+    return {"$abs": _agg(node.arg)}
+
+
+@_agg.register
+def _(node: n.Round) -> Any:
+    return {"$round": [_agg(node.arg), node.digits]}
+
+
+@_agg.register
+def _(node: n.DatePart) -> Any:
+    return {_DATE_PARTS[type(node)]: _agg(node.arg)}
+
+
+@_agg.register
+def _(node: n.StringCase) -> Any:
+    x = _agg(node.arg)  # $toLower(null) is "", not null
+    return {"$cond": [{"$lte": [x, None]}, None, {_CASE[type(node)]: x}]}
+
+
+@_agg.register
+def _(node: n.ListLen) -> Any:
+    x = _agg(node.arg)  # $size raises on a non-array
+    return {"$cond": [{"$isArray": x}, {"$size": x}, None]}
+
+
+def _floor_mod(x: Any, m: int) -> Any:
+    return {"$mod": [{"$add": [{"$mod": [x, m]}, m]}, m]}
+
+
+@_agg.register
+def _(node: n.Truncate) -> Any:
+    x = _agg(node.arg)
+    count, unit = n.parse_every(node.every)
+    name, unit_ms = _UNITS[unit]
+    if count == 1:
+        spec = {"date": x, "unit": name}
+        return {"$dateTrunc": {**spec, "startOfWeek": "monday"} if unit == "w" else spec}
+    # Bins of several units can start before 0001-01-01, which MongoDB cannot build: such a
+    # bin starts at 0001-01-01 (the Polars compiler clamps the same way).
+    if unit_ms:  # bins of a fixed length, aligned on the epoch (weeks: on a Monday)
+        millis: Any = {"$subtract": [x, _EPOCH]}  # ms since the epoch, exact
+        offset = millis if unit != "w" else {"$subtract": [millis, _WEEK_ORIGIN_MS]}
+        since_year_one = {"$subtract": [millis, _YEAR_ONE_MS]}
+        return {"$subtract": [x, {"$min": [_floor_mod(offset, count * unit_ms), since_year_one]}]}
+    months = count * _MONTHS[unit]  # bins of months, aligned on 1970-01 like Polars
+    index = {"$add": [{"$multiply": [{"$year": x}, 12]}, {"$subtract": [{"$month": x}, 1]}]}
+    into_bin = _floor_mod({"$subtract": ["$$m", 1970 * 12]}, months)
+    start = {"$max": [{"$subtract": ["$$m", into_bin]}, 12]}  # 12: January of year 1
+    parts = {"year": {"$toInt": {"$trunc": {"$divide": [start, 12]}}},
+             "month": {"$add": [{"$mod": [start, 12]}, 1]}}
+    built = {"$let": {"vars": {"m": index}, "in": {"$dateFromParts": parts}}}
+    return {"$cond": [{"$lte": [x, None]}, None, built]}  # $max would turn null into 12
+
+
+# ----------------------------------------------------------------------- accumulators
+def compile_accumulator(node: n.Node) -> MongoAccumulator:
+    """The ``$group`` accumulator (and post step) of an aggregation expression.
+
+    >>> from loom_frames.expr import fld
+    >>> compile_accumulator(fld["x"].quantile(0.25).node)
+    MongoAccumulator(name='x', group={'$percentile': {'input': '$x', 'p': [0.25], 'method': 'approximate'}}, post={'$arrayElemAt': ['$$acc', 0]})
+    """
+    name = n.output_name(node)
+    agg = _strip(node)
+    if not isinstance(agg, n.Aggregation):
+        raise InvalidExpressionError(f"{to_source(node)} is not an aggregation. Hint: e.g. "
+                                     f"{to_source(node)}.mean().")
+    x = _agg(agg.arg)
+    if isinstance(agg, _NUMERIC_INPUT) and kind_of(agg.arg) is Kind.BOOL:
+        x = {"$toInt": x}  # Polars sums booleans; $sum would skip them
+    if isinstance(agg, n.Count):
+        return MongoAccumulator(name, {"$sum": {"$cond": [{"$gt": [x, None]}, 1, 0]}})
+    if isinstance(agg, n.Median):
+        return MongoAccumulator(name, {"$median": {"input": x, "method": "approximate"}})
+    if isinstance(agg, n.Quantile):
+        spec = {"input": x, "p": [agg.q], "method": "approximate"}
+        return MongoAccumulator(name, {"$percentile": spec}, {"$arrayElemAt": ["$$acc", 0]})
+    if isinstance(agg, n.NUnique):
+        post = {"$size": {"$setDifference": ["$$acc", [None]]}}
+        return MongoAccumulator(name, {"$addToSet": x}, post)
+    op = _ACCUMULATORS.get(type(agg))
+    if op is None:
+        raise UnsupportedExpressionError(f"no MongoDB accumulator for {type(agg).__name__}")
+    post = {"$pow": ["$$acc", 2]} if isinstance(agg, n.Var) else None
+    return MongoAccumulator(name, {op: x}, post)

@@ -1,0 +1,424 @@
+"""Tree -> ``polars.Expr``: the same rows MongoDB selects, on the frame of the same data.
+
+MongoDB's query semantics are the definition (docs/semantics.md); this compiler matches
+them on a frame where missing and null both load as null:
+
+* every condition is two-valued: a comparison with null is false, never null, so
+  ``~``, ``!=`` and ``not_in`` keep rows whose value is null (``fill_null(False)``);
+* NaN equals NaN and is neither smaller nor greater than any number (Polars orders NaN
+  above every number, so ``>``-style comparisons get an ``is_nan`` guard);
+* a comparison with a list field holds when any element satisfies it;
+* ``%`` truncates like ``$mod``, ``/`` and ``%`` by zero give null, ``to_lower`` /
+  ``to_upper`` map ASCII letters only, ``median`` / ``quantile`` are discrete.
+
+>>> import polars as pl
+>>> from loom_frames.expr import fld
+>>> df = pl.DataFrame({"b": [1.0, float("nan"), None]})
+>>> df.filter(compile_polars((fld["b"] > 0).node))["b"].to_list()
+[1.0]
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import operator
+from collections.abc import Callable
+from functools import reduce, singledispatch
+from typing import Any, NamedTuple
+
+import polars as pl
+from bson import Decimal128, ObjectId
+
+from ..errors import InvalidExpressionError, UnsupportedExpressionError
+from . import nodes as n
+from .bind import Kind, item_ref, kind_of
+from .render import to_source
+
+__all__ = ["compile_polars"]
+
+_CMP: dict[type[n.Node], Callable[[Any, Any], pl.Expr]] = {
+    n.Eq: operator.eq, n.Lt: operator.lt, n.Le: operator.le, n.Gt: operator.gt,
+    n.Ge: operator.ge,
+}
+_ARITH: dict[type[n.Node], Callable[[Any, Any], pl.Expr]] = {
+    n.Add: operator.add, n.Sub: operator.sub, n.Mul: operator.mul,
+}
+_DATE_PARTS: dict[type[n.Node], Callable[[pl.Expr], pl.Expr]] = {
+    n.Year: lambda e: e.dt.year(), n.Month: lambda e: e.dt.month(),
+    n.Day: lambda e: e.dt.day(), n.Hour: lambda e: e.dt.hour(),
+    n.Weekday: lambda e: e.dt.weekday(),
+}
+_UPPER = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+_LOWER = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+_CASE: dict[type[n.Node], tuple[list[str], list[str]]] = {
+    n.Lower: (_UPPER, _LOWER), n.Upper: (_LOWER, _UPPER),
+}
+_AGGREGATIONS: dict[type[n.Node], Callable[[pl.Expr], pl.Expr]] = {
+    n.Count: lambda e: e.count(), n.Sum: lambda e: e.sum(), n.Mean: lambda e: e.mean(),
+    n.Max: lambda e: e.max(), n.First: lambda e: e.first(), n.Last: lambda e: e.last(),
+    n.Std: lambda e: e.std(ddof=1), n.Var: lambda e: e.var(ddof=1),
+    n.Median: lambda e: e.quantile(0.5, interpolation="equiprobable"),
+    n.NUnique: lambda e: e.drop_nulls().n_unique(),
+}
+_DTYPES: dict[Kind, pl.DataType] = {
+    Kind.INT: pl.Int64(), Kind.FLOAT: pl.Float64(), Kind.STR: pl.String(),
+    Kind.BOOL: pl.Boolean(), Kind.DATETIME: pl.Datetime("ms", "UTC"), Kind.DATE: pl.Date(),
+    Kind.OBJECTID: pl.String(), Kind.UUID: pl.String(),
+}
+_NUMBER = (int, float)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_MILLISECOND = _dt.timedelta(milliseconds=1)
+_FIRST_INSTANT = pl.lit(-62_135_596_800_000, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
+_FIRST_DAY = pl.lit(_dt.date(1, 1, 1))
+
+
+def compile_polars(node: n.Node) -> pl.Expr:
+    """A ``polars.Expr``: a two-valued mask for a condition, else values or an aggregation.
+
+    >>> import polars as pl
+    >>> from loom_frames.expr import fld
+    >>> df = pl.DataFrame({"tags": [["a", "b"], [], None]})
+    >>> df.select(compile_polars((fld["tags"].list.len() != 2).node))["tags"].to_list()
+    [False, True, True]
+    """
+    inner = node.arg if isinstance(node, n.Alias) else node
+    if isinstance(inner, n.Aggregation):
+        return _aggregate(inner).alias(n.output_name(node))
+    if isinstance(inner, n.PREDICATES):
+        out = _pred(inner)
+        return out.alias(node.name) if isinstance(node, n.Alias) else out
+    return _val(inner).alias(n.output_name(node))
+
+
+# --------------------------------------------------------------------------- values
+def pl_value(value: Any) -> Any:
+    """A frozen literal as it appears in a frame (an ObjectId is its hex string)."""
+    if isinstance(value, tuple):
+        return [pl_value(v) for v in value]
+    if isinstance(value, n.Doc):
+        return {k: pl_value(v) for k, v in value.items}
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    if type(value).__name__ == "UUID":
+        return str(value)
+    return value
+
+
+def _literal(value: Any) -> pl.Expr:
+    """``pl.lit`` of a frozen literal (datetimes built from milliseconds: ``pl.lit`` of an
+    aware datetime costs a query run; every datetime literal is UTC milliseconds)."""
+    if isinstance(value, _dt.datetime):
+        millis = (value - _EPOCH) // _MILLISECOND
+        return pl.lit(millis, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
+    return pl.lit(pl_value(value))
+
+
+def _column(node: n.Field) -> pl.Expr:
+    columns = node.ref.columns if node.ref is not None else tuple(node.name.split("."))
+    expr = pl.col(columns[0])
+    for name in columns[1:]:
+        expr = expr.struct.field(name)
+    return expr
+
+
+class _Side(NamedTuple):
+    expr: pl.Expr
+    kind: Kind
+    literal: bool
+    nan_literal: bool
+
+
+def _side(node: n.Node) -> _Side:
+    if isinstance(node, n.Literal):
+        return _Side(_literal(node.value), kind_of(node), True, n.is_nan(node.value))
+    return _Side(_val(node), kind_of(node), False, False)
+
+
+def _nan_test(side: _Side, other: _Side) -> pl.Expr | None:
+    """An ``is NaN`` test for ``side`` when it may hold NaN, else None."""
+    if side.literal:
+        return None
+    if side.kind is Kind.FLOAT or side.kind is Kind.ANY and other.kind in (Kind.INT, Kind.FLOAT):
+        return side.expr.is_nan()
+    if side.kind is Kind.ANY and other.kind is Kind.ANY and not other.literal:
+        return side.expr.cast(pl.Float64, strict=False).is_nan()  # dtype unknown
+    return None
+
+
+def _compare(op: type[n.Node], x: _Side, y: _Side) -> pl.Expr:
+    """``x op y`` with MongoDB's meaning, as a two-valued mask."""
+    if op is n.Ne:
+        return ~_compare(n.Eq, x, y)
+    if x.nan_literal or y.nan_literal:  # NaN equals only NaN and is never < or >
+        other, lit = (y, x) if x.nan_literal else (x, y)
+        if op in (n.Lt, n.Gt):
+            return pl.lit(False)
+        test = _nan_test(other, lit._replace(kind=Kind.FLOAT))
+        return test.fill_null(False) if test is not None else pl.lit(False)
+    out = _CMP[op](x.expr, y.expr)
+    big, small = (x, y) if op in (n.Gt, n.Ge) else (y, x)
+    big_nan = None if op is n.Eq else _nan_test(big, small)
+    if big_nan is not None:  # Polars sorts NaN above every number
+        small_nan = None if op in (n.Lt, n.Gt) else _nan_test(small, big)
+        out = out & (~big_nan if small_nan is None else ~big_nan | small_nan)
+    return out.fill_null(False)
+
+
+def _element(list_node: n.Node) -> _Side:
+    item = item_ref(list_node)
+    return _Side(pl.element(), item.kind if item is not None else Kind.ANY, False, False)
+
+
+def _any(list_expr: pl.Expr, condition: pl.Expr) -> pl.Expr:
+    return list_expr.list.eval(condition).list.any().fill_null(False)
+
+
+# ----------------------------------------------------------------------- conditions
+@singledispatch
+def _pred(node: n.Node) -> pl.Expr:
+    if isinstance(node, n.PREDICATES):
+        raise UnsupportedExpressionError(f"no Polars translation for {type(node).__name__}: "
+                                         f"{to_source(node)}")
+    if isinstance(node, n.Aggregation):
+        raise InvalidExpressionError(f"{to_source(node)} is an aggregation, not a condition.")
+    if isinstance(node, n.Field) and kind_of(node) in (Kind.BOOL, Kind.ANY):
+        return _column(node).fill_null(False)  # a boolean field used as a condition
+    if isinstance(node, n.Alias):
+        return _pred(node.arg)
+    raise InvalidExpressionError(f"{to_source(node)} is not a condition.")
+
+
+@_pred.register
+def _(node: n.Comparison) -> pl.Expr:
+    left, right = node.left, node.right
+    if item_ref(left) is not None:
+        if isinstance(right, n.Literal) and isinstance(right.value, tuple):  # whole list
+            item = item_ref(left)
+            dtype = _DTYPES.get(item.kind) if item is not None else None
+            value = pl.lit(pl_value(right.value), dtype=pl.List(dtype) if dtype else None)
+            same = (_val(left) == value).fill_null(False)
+            return ~same if isinstance(node, n.Ne) else same
+        op = n.Eq if isinstance(node, n.Ne) else type(node)
+        found = _any(_val(left), _compare(op, _element(left), _side(right)))
+        return ~found if isinstance(node, n.Ne) else found
+    return _compare(type(node), _side(left), _side(right))
+
+
+def _series(values: list[Any], kind: Kind) -> tuple[pl.Series, pl.DataType | None]:
+    """The values as a Series typed like the column, and a cast for untyped columns."""
+    if kind is Kind.INT:
+        ints = [int(v) for v in values if isinstance(v, int) or isinstance(v, float)
+                and v.is_integer() and -(2**63) <= v < 2**63]  # 2.5 never equals an int
+        return pl.Series(ints, dtype=pl.Int64), None
+    if kind is Kind.DATE:
+        days = [v.date() if isinstance(v, _dt.datetime) else v for v in values
+                if not isinstance(v, _dt.datetime) or v.time() == _dt.time()]
+        return pl.Series(days, dtype=pl.Date), None
+    dtype = _DTYPES.get(kind)
+    if dtype is not None:
+        return pl.Series([pl_value(v) for v in values], dtype=dtype, strict=False), None
+    if values and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
+        return pl.Series([float(v) for v in values], dtype=pl.Float64), pl.Float64()
+    return pl.Series([pl_value(v) for v in values], strict=False), None
+
+
+def _membership(expr: pl.Expr, kind: Kind, values: tuple[n.Literal, ...]) -> pl.Expr:
+    present = [v.value for v in values if v.value is not None]
+    out = pl.lit(False)
+    if present:
+        series, cast = _series(present, kind)
+        target = expr.cast(cast) if cast is not None else expr
+        out = target.is_in(pl.lit(series).implode()) if len(series) else pl.lit(False)
+    if len(present) < len(values):
+        out = out | expr.is_null()
+    return out.fill_null(False)
+
+
+@_pred.register
+def _(node: n.IsIn) -> pl.Expr:
+    item = item_ref(node.arg)
+    x = _val(node.arg)
+    if item is None:
+        return _membership(x, kind_of(node.arg), node.values)
+    found = _any(x, _membership(pl.element(), item.kind, node.values))
+    return found | x.is_null() if any(v.value is None for v in node.values) else found
+
+
+@_pred.register
+def _(node: n.NotIn) -> pl.Expr:
+    return ~_pred(n.IsIn(node.arg, node.values))
+
+
+@_pred.register
+def _(node: n.IsNull) -> pl.Expr:
+    return _val(node.arg).is_null()
+
+
+@_pred.register
+def _(node: n.IsNotNull) -> pl.Expr:
+    return _val(node.arg).is_not_null()
+
+
+@_pred.register
+def _(node: n.Exists) -> pl.Expr:
+    raise UnsupportedExpressionError(
+        f"{to_source(node)} cannot be evaluated on a frame: missing fields and nulls both "
+        "load as null. Hint: use .is_not_null() / .is_null(), or filter in MongoDB.")
+
+
+@_pred.register
+def _(node: n.Between) -> pl.Expr:
+    low = n.Ge if node.closed in ("both", "left") else n.Gt
+    high = n.Le if node.closed in ("both", "right") else n.Lt
+    if item_ref(node.arg) is not None:
+        el = _element(node.arg)
+        both = _compare(low, el, _side(node.low)) & _compare(high, el, _side(node.high))
+        return _any(_val(node.arg), both)
+    x = _side(node.arg)
+    return _compare(low, x, _side(node.low)) & _compare(high, x, _side(node.high))
+
+
+@_pred.register
+def _(node: n.StartsWith) -> pl.Expr:
+    return _val(node.arg).str.starts_with(node.text).fill_null(False)
+
+
+@_pred.register
+def _(node: n.EndsWith) -> pl.Expr:
+    return _val(node.arg).str.ends_with(node.text).fill_null(False)
+
+
+@_pred.register
+def _(node: n.Contains) -> pl.Expr:
+    return _val(node.arg).str.contains(node.text, literal=True).fill_null(False)
+
+
+@_pred.register
+def _(node: n.Regex) -> pl.Expr:
+    pattern = f"(?{node.flags}){node.pattern}" if node.flags else node.pattern
+    return _val(node.arg).str.contains(pattern).fill_null(False)
+
+
+@_pred.register
+def _(node: n.ListContains) -> pl.Expr:
+    return _any(_val(node.arg), _compare(n.Eq, _element(node.arg), _side(node.item)))
+
+
+@_pred.register
+def _(node: n.And) -> pl.Expr:
+    return reduce(operator.and_, (_pred(a) for a in node.args))
+
+
+@_pred.register
+def _(node: n.Or) -> pl.Expr:
+    return reduce(operator.or_, (_pred(a) for a in node.args))
+
+
+@_pred.register
+def _(node: n.Not) -> pl.Expr:
+    return ~_pred(node.arg)
+
+
+# -------------------------------------------------------------------------- values
+@singledispatch
+def _val(node: n.Node) -> pl.Expr:
+    if isinstance(node, n.PREDICATES):
+        return _pred(node)
+    if isinstance(node, n.Aggregation):
+        raise InvalidExpressionError(f"{to_source(node)} is an aggregation; it can only be "
+                                     "the outermost expression.")
+    raise UnsupportedExpressionError(f"no Polars translation for {type(node).__name__}: "
+                                     f"{to_source(node)}")
+
+
+@_val.register
+def _(node: n.Field) -> pl.Expr:
+    return _column(node)
+
+
+@_val.register
+def _(node: n.Literal) -> pl.Expr:
+    return _literal(node.value)
+
+
+@_val.register
+def _(node: n.Alias) -> pl.Expr:
+    return _val(node.arg).alias(node.name)
+
+
+@_val.register
+def _(node: n.Arithmetic) -> pl.Expr:
+    left, right = _val(node.left), _val(node.right)
+    if isinstance(node, n.Div):
+        if isinstance(node.right, n.Literal):
+            if node.right.value == 0:
+                return pl.lit(None, dtype=pl.Float64)
+            # Polars divides by a scalar through its reciprocal (off by one ulp in about
+            # half the cases); a full column of the divisor keeps IEEE division, as MongoDB.
+            return left / (pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right)
+        return pl.when(right != 0).then(left / right)  # null where MongoDB would raise
+    if isinstance(node, n.Mod):  # Polars floors; MongoDB truncates (sign of the dividend)
+        rem = left % right
+        return pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
+    return _ARITH[type(node)](left, right)
+
+
+@_val.register
+def _(node: n.Neg) -> pl.Expr:
+    return -_val(node.arg)
+
+
+@_val.register
+def _(node: n.Abs) -> pl.Expr:
+    return _val(node.arg).abs()
+
+
+@_val.register
+def _(node: n.Round) -> pl.Expr:
+    return _val(node.arg).round(node.digits, mode="half_to_even")
+
+
+@_val.register
+def _(node: n.DatePart) -> pl.Expr:
+    return _DATE_PARTS[type(node)](_val(node.arg))
+
+
+@_val.register
+def _(node: n.Truncate) -> pl.Expr:
+    out = _val(node.arg).dt.truncate(node.every)
+    if n.parse_every(node.every)[0] == 1:
+        return out
+    # A bin of several units may start before 0001-01-01, which MongoDB cannot represent:
+    # both compilers start such a bin at 0001-01-01.
+    first = _FIRST_DAY if kind_of(node.arg) is Kind.DATE else _FIRST_INSTANT
+    return pl.when(out < first).then(first).otherwise(out)
+
+
+@_val.register
+def _(node: n.StringCase) -> pl.Expr:
+    source, target = _CASE[type(node)]
+    return _val(node.arg).str.replace_many(source, target)
+
+
+@_val.register
+def _(node: n.ListLen) -> pl.Expr:
+    return _val(node.arg).list.len().cast(pl.Int64)
+
+
+# --------------------------------------------------------------------- aggregations
+def _aggregate(node: n.Aggregation) -> pl.Expr:
+    x = _val(node.arg)
+    kind = kind_of(node.arg)
+    if kind is Kind.BOOL and not isinstance(node, (n.Count, n.First, n.Last, n.NUnique,
+                                                   n.Min, n.Max)):
+        x = x.cast(pl.Int64)
+    if isinstance(node, n.Min):  # MongoDB ranks NaN below every number
+        return x.nan_min() if kind in (Kind.FLOAT, Kind.ANY) else x.min()
+    if isinstance(node, n.Quantile):
+        return x.quantile(node.q, interpolation="equiprobable")
+    translate = _AGGREGATIONS.get(type(node))
+    if translate is None:
+        raise UnsupportedExpressionError(f"no Polars aggregation for {type(node).__name__}")
+    return translate(x)
