@@ -11,19 +11,14 @@ compilers live in their own modules and are reached through ``to_mongo()``,
 
 from __future__ import annotations
 
-import datetime as _dt
-import decimal
-import enum
-import re
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bson import Decimal128, ObjectId
-
 from ..errors import InvalidExpressionError
 from . import nodes as n
-from .bind import Resolver, bind_node, normalize_datetime, validate
+from .bind import Resolver, bind_node, validate
+from .literals import CLOSED, check_name, freeze, literal_values, regex_flags, text_argument
+from .namespaces import DtNamespace, ListNamespace, StrNamespace
 from .render import to_source
 
 if TYPE_CHECKING:
@@ -31,76 +26,13 @@ if TYPE_CHECKING:
 
     from .mongo import MongoAccumulator
 
-__all__ = ["Expr", "col", "fld"]
-
-_SCALARS = (bool, int, float, str, bytes, decimal.Decimal, Decimal128, ObjectId, uuid.UUID,
-            _dt.date)
-_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x"}
-_CLOSED = ("both", "left", "right", "none")
-
-
-def _check_name(name: object, what: str = "field name") -> str:
-    if not isinstance(name, str):
-        raise InvalidExpressionError(f"a {what} must be a str, got {type(name).__name__} "
-                                     f"{name!r}. Hint: fld['age'] or fld('age').")
-    if not name or "\x00" in name or any(not part or part.startswith("$")
-                                        for part in name.split(".")):
-        raise InvalidExpressionError(
-            f"invalid {what} {name!r}: names must be non-empty, contain no NUL character, "
-            "and no dot-separated part may be empty or start with '$'. Hint: operators are "
-            "written with Python operators and methods, never as '$' names.")
-    return name
-
-
-def _freeze(value: Any, where: str) -> Any:
-    """Validate a user value and return its frozen (hashable, immutable) form."""
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, _dt.datetime):
-        return normalize_datetime(value)
-    if isinstance(value, int) and not isinstance(value, bool) \
-            and not -(2**63) <= value < 2**63:
-        raise InvalidExpressionError(f"{where}: {value} does not fit in a 64-bit integer, "
-                                     "the largest integer MongoDB stores.")
-    if value is None or isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v, where) for v in value)
-    if isinstance(value, dict):
-        for key in value:
-            if not isinstance(key, str) or "\x00" in key:
-                raise InvalidExpressionError(f"{where}: document keys must be str without "
-                                             f"NUL characters, got {key!r}.")
-        return n.Doc(tuple((k, _freeze(v, where)) for k, v in value.items()))
-    if isinstance(value, Expr):
-        raise InvalidExpressionError(f"{where} takes literal values, got the expression "
-                                     f"{value!r}.")
-    hint = " Hint: use .regex() for patterns." if isinstance(value, re.Pattern) else ""
-    raise InvalidExpressionError(f"{where}: unsupported literal {value!r} of type "
-                                 f"{type(value).__name__}.{hint}")
+__all__ = ["DtNamespace", "Expr", "ListNamespace", "StrNamespace", "col", "fld"]
 
 
 def _node(value: Any, where: str) -> n.Node:
     if isinstance(value, Expr):
         return value.node
-    return n.Literal(_freeze(value, where))
-
-
-def _values(values: Any, method: str) -> tuple[n.Literal, ...]:
-    if isinstance(values, (str, bytes, dict, Expr)) or not isinstance(values, Iterable):
-        raise InvalidExpressionError(
-            f".{method}() takes a collection of values (list, tuple, set, ...), got "
-            f"{type(values).__name__} {values!r}. Hint: .{method}([{values!r}]).")
-    items = list(values)
-    if isinstance(values, (set, frozenset)):
-        items.sort(key=lambda v: (type(v).__name__, repr(v)))
-    frozen = tuple(_freeze(v, f".{method}()") for v in items)
-    if any(isinstance(v, tuple) for v in frozen):
-        raise InvalidExpressionError(f".{method}() values must be scalars or documents, "
-                                     "not lists.")
-    return tuple(n.Literal(v) for v in frozen)
+    return n.Literal(freeze(value, where))
 
 
 class Expr:
@@ -171,10 +103,10 @@ class Expr:
             raise InvalidExpressionError(f"cannot compare {self!r} with None. Hint: {hint}.")
         return self._new(cls(self._node, _node(other, "a comparison")))
 
-    def __eq__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __eq__(self, other: object) -> Expr:  # type: ignore[override]
         return self._compare(n.Eq, other)
 
-    def __ne__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __ne__(self, other: object) -> Expr:  # type: ignore[override]
         return self._compare(n.Ne, other)
 
     def __lt__(self, other: Any) -> Expr:
@@ -197,7 +129,7 @@ class Expr:
         >>> fld["city"].is_in(["Paris", "Oslo"]).to_mongo()
         {'city': {'$in': ['Paris', 'Oslo']}}
         """
-        return self._new(n.IsIn(self._node, _values(values, "is_in")))
+        return self._new(n.IsIn(self._node, literal_values(values, "is_in")))
 
     def not_in(self, values: Iterable[Any]) -> Expr:
         """The negation of :meth:`is_in` (matches null and missing unless None is listed).
@@ -205,7 +137,7 @@ class Expr:
         >>> fld["city"].not_in(["Paris"]).to_mongo()
         {'city': {'$nin': ['Paris']}}
         """
-        return self._new(n.NotIn(self._node, _values(values, "not_in")))
+        return self._new(n.NotIn(self._node, literal_values(values, "not_in")))
 
     def is_null(self) -> Expr:
         """Null or missing.
@@ -242,8 +174,8 @@ class Expr:
         >>> fld["age"].between(18, 65, closed="left").to_mongo()
         {'age': {'$gte': 18, '$lt': 65}}
         """
-        if closed not in _CLOSED:
-            raise InvalidExpressionError(f"between(closed=...) must be one of {_CLOSED}, "
+        if closed not in CLOSED:
+            raise InvalidExpressionError(f"between(closed=...) must be one of {CLOSED}, "
                                          f"got {closed!r}.")
         if lower is None or upper is None:
             raise InvalidExpressionError("between() bounds cannot be None. Hint: use a "
@@ -258,7 +190,7 @@ class Expr:
         >>> fld["name"].starts_with("Al.").to_mongo()
         {'name': {'$regex': '^Al\\\\.'}}
         """
-        return self._new(n.StartsWith(self._node, _text(text, "starts_with")))
+        return self._new(n.StartsWith(self._node, text_argument(text, "starts_with")))
 
     def ends_with(self, text: str) -> Expr:
         """The string ends with the literal ``text``.
@@ -266,7 +198,7 @@ class Expr:
         >>> fld["email"].ends_with("@example.com").to_mongo()
         {'email': {'$regex': '@example\\\\.com\\\\z'}}
         """
-        return self._new(n.EndsWith(self._node, _text(text, "ends_with")))
+        return self._new(n.EndsWith(self._node, text_argument(text, "ends_with")))
 
     def contains(self, text: str) -> Expr:
         """The string contains the literal ``text`` (not a pattern).
@@ -274,7 +206,7 @@ class Expr:
         >>> fld["name"].contains("a+b").to_mongo()
         {'name': {'$regex': 'a\\\\+b'}}
         """
-        return self._new(n.Contains(self._node, _text(text, "contains")))
+        return self._new(n.Contains(self._node, text_argument(text, "contains")))
 
     def regex(self, pattern: str, flags: str | int = "") -> Expr:
         """Regular-expression search; ``flags`` from ``"imsx"`` (or ``re.I | re.M ...``).
@@ -284,22 +216,7 @@ class Expr:
         >>> fld["name"].regex("^b.b", "i").to_mongo()
         {'name': {'$regex': '^b.b', '$options': 'i'}}
         """
-        return self._new(n.Regex(self._node, _text(pattern, "regex"), _flags(flags)))
-
-    @property
-    def str(self) -> StrNamespace:
-        """String methods: ``to_lower``, ``to_upper``, ``starts_with``, ... ."""
-        return StrNamespace(self)
-
-    @property
-    def list(self) -> ListNamespace:
-        """List methods: ``contains``, ``len``."""
-        return ListNamespace(self)
-
-    @property
-    def dt(self) -> DtNamespace:
-        """Datetime methods: ``year``, ``month``, ``day``, ``hour``, ``weekday``, ``truncate``."""
-        return DtNamespace(self)
+        return self._new(n.Regex(self._node, text_argument(pattern, "regex"), regex_flags(flags)))
 
     # ----------------------------------------------------------------- arithmetic
     def _arith(self, cls: type[n.Arithmetic], other: Any, reflected: bool = False) -> Expr:
@@ -371,7 +288,7 @@ class Expr:
         return self._new(n.Round(self._node, digits))
 
     # ---------------------------------------------------------------------- logic
-    def _logic(self, cls: type[n.And] | type[n.Or], other: Any, symbol: str) -> Expr:
+    def _logic(self, cls: type[n.And | n.Or], other: Any, symbol: str) -> Expr:
         if not isinstance(other, Expr):
             raise InvalidExpressionError(f"{symbol} combines two expressions, got {other!r}. "
                                          "Hint: compare first, e.g. fld['flag'] == True.")
@@ -502,7 +419,7 @@ class Expr:
         >>> fld["age"].mean().alias("avg_age").output_name
         'avg_age'
         """
-        _check_name(name, "column name")
+        check_name(name, "column name")
         if "." in name:
             raise InvalidExpressionError(f"a column name cannot contain '.', got {name!r}.")
         return self._new(n.Alias(self._node, name))
@@ -577,174 +494,22 @@ class Expr:
 
         return compile_polars(self._bound(resolver))
 
+    # ----------------------------------------------------------------- namespaces
+    # Last in the class body: the names shadow the builtins str and list for mypy.
+    @property
+    def str(self) -> StrNamespace:
+        """String methods: ``to_lower``, ``to_upper``, ``starts_with``, ... ."""
+        return StrNamespace(self)
 
-def _text(value: Any, method: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidExpressionError(f".{method}() takes a str, got {value!r}.")
-    return value
+    @property
+    def list(self) -> ListNamespace:
+        """List methods: ``contains``, ``len``."""
+        return ListNamespace(self)
 
-
-def _flags(flags: Any) -> str:
-    if isinstance(flags, int) and not isinstance(flags, bool):
-        text = "".join(ch for bit, ch in _FLAGS.items() if flags & bit)
-        if flags & ~sum(_FLAGS):
-            raise InvalidExpressionError(f"regex flags: only re.I, re.M, re.S, re.X are "
-                                         f"supported, got {flags!r}.")
-        return text
-    if not isinstance(flags, str) or set(flags) - set("imsx"):
-        raise InvalidExpressionError(f"regex flags must be a str of 'imsx' letters, got "
-                                     f"{flags!r}.")
-    return "".join(sorted(set(flags), key="imsx".index))
-
-
-class StrNamespace:
-    """``expr.str``: string methods."""
-
-    __slots__ = ("_expr",)
-
-    def __init__(self, expr: Expr) -> None:
-        self._expr = expr
-
-    def to_lower(self) -> Expr:
-        """ASCII lower case (MongoDB's ``$toLower``: other letters are kept).
-
-        >>> (fld["name"].str.to_lower() == "bob").to_mongo()
-        {'$expr': {'$eq': [{'$cond': [{'$lte': ['$name', None]}, None, {'$toLower': '$name'}]}, 'bob']}}
-        """
-        return self._expr._new(n.Lower(self._expr.node))
-
-    def to_upper(self) -> Expr:
-        """ASCII upper case (MongoDB's ``$toUpper``).
-
-        >>> fld["code"].str.to_upper()
-        fld['code'].str.to_upper()
-        """
-        return self._expr._new(n.Upper(self._expr.node))
-
-    def starts_with(self, text: str) -> Expr:
-        """Same as :meth:`Expr.starts_with`.
-
-        >>> fld["name"].str.starts_with("A").to_mongo()
-        {'name': {'$regex': '^A'}}
-        """
-        return self._expr.starts_with(text)
-
-    def ends_with(self, text: str) -> Expr:
-        """Same as :meth:`Expr.ends_with`.
-
-        >>> fld["name"].str.ends_with("z")
-        fld['name'].ends_with('z')
-        """
-        return self._expr.ends_with(text)
-
-    def contains(self, text: str) -> Expr:
-        """Same as :meth:`Expr.contains` (literal text).
-
-        >>> fld["name"].str.contains("o")
-        fld['name'].contains('o')
-        """
-        return self._expr.contains(text)
-
-    def regex(self, pattern: str, flags: str | int = "") -> Expr:
-        """Same as :meth:`Expr.regex`.
-
-        >>> fld["name"].str.regex("^a", "i")
-        fld['name'].regex('^a', 'i')
-        """
-        return self._expr.regex(pattern, flags)
-
-
-class ListNamespace:
-    """``expr.list``: list methods."""
-
-    __slots__ = ("_expr",)
-
-    def __init__(self, expr: Expr) -> None:
-        self._expr = expr
-
-    def contains(self, item: Any) -> Expr:
-        """The list has an element equal to ``item``.
-
-        >>> fld["tags"].list.contains("new").to_mongo()
-        {'tags': {'$eq': 'new'}}
-        """
-        if item is None:
-            raise InvalidExpressionError(".list.contains(None) is not supported. Hint: "
-                                         "fld['tags'].is_in([None]) matches null elements.")
-        frozen = _freeze(item, ".list.contains()")
-        if isinstance(frozen, tuple):
-            raise InvalidExpressionError(".list.contains() takes one element, not a list.")
-        return self._expr._new(n.ListContains(self._expr.node, n.Literal(frozen)))
-
-    def len(self) -> Expr:
-        """Number of elements (null for a null or missing list).
-
-        >>> (fld["tags"].list.len() == 0).to_mongo()
-        {'tags': {'$size': 0}}
-        """
-        return self._expr._new(n.ListLen(self._expr.node))
-
-
-class DtNamespace:
-    """``expr.dt``: datetime methods (UTC)."""
-
-    __slots__ = ("_expr",)
-
-    def __init__(self, expr: Expr) -> None:
-        self._expr = expr
-
-    def _part(self, cls: type[n.DatePart]) -> Expr:
-        return self._expr._new(cls(self._expr.node))
-
-    def year(self) -> Expr:
-        """Calendar year.
-
-        >>> (fld["ts"].dt.year() == 2024).to_mongo()
-        {'$expr': {'$eq': [{'$year': '$ts'}, 2024]}}
-        """
-        return self._part(n.Year)
-
-    def month(self) -> Expr:
-        """Month, 1-12.
-
-        >>> fld["ts"].dt.month().to_mongo_expr()
-        {'$month': '$ts'}
-        """
-        return self._part(n.Month)
-
-    def day(self) -> Expr:
-        """Day of the month, 1-31.
-
-        >>> fld["ts"].dt.day().to_mongo_expr()
-        {'$dayOfMonth': '$ts'}
-        """
-        return self._part(n.Day)
-
-    def hour(self) -> Expr:
-        """Hour, 0-23.
-
-        >>> fld["ts"].dt.hour().to_mongo_expr()
-        {'$hour': '$ts'}
-        """
-        return self._part(n.Hour)
-
-    def weekday(self) -> Expr:
-        """ISO weekday: Monday=1 ... Sunday=7.
-
-        >>> fld["ts"].dt.weekday().to_mongo_expr()
-        {'$isoDayOfWeek': '$ts'}
-        """
-        return self._part(n.Weekday)
-
-    def truncate(self, every: str) -> Expr:
-        """Floor to a bin of ``every`` (``'15m'``, ``'1h'``, ``'1d'``, ``'1w'`` (Mondays),
-        ``'1mo'``, ``'1q'``, ``'1y'``, ...), aligned like Polars' ``dt.truncate``.
-
-        >>> fld["ts"].dt.truncate("1h").to_mongo_expr()
-        {'$dateTrunc': {'date': '$ts', 'unit': 'hour'}}
-        """
-        count, unit = n.parse_every(every)
-        return self._expr._new(n.Truncate(self._expr.node, f"{count}{unit}"))
+    @property
+    def dt(self) -> DtNamespace:
+        """Datetime methods: ``year``, ``month``, ``day``, ``hour``, ``weekday``, ``truncate``."""
+        return DtNamespace(self)
 
 
 class _FieldFactory:
@@ -759,10 +524,10 @@ class _FieldFactory:
     __slots__ = ()
 
     def __getitem__(self, name: str) -> Expr:
-        return Expr(n.Field(_check_name(name)))
+        return Expr(n.Field(check_name(name)))
 
     def __call__(self, name: str) -> Expr:
-        return Expr(n.Field(_check_name(name)))
+        return Expr(n.Field(check_name(name)))
 
     def __repr__(self) -> str:
         return "fld"

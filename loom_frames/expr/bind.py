@@ -359,7 +359,7 @@ def validate(node: n.Node, model: str | None = None) -> n.Node:
 
 
 def _check_aggregation(node: n.Aggregation, model: str | None) -> None:
-    if isinstance(node.arg, n.Aggregation) or isinstance(node.arg, n.Alias):
+    if isinstance(node.arg, (n.Aggregation, n.Alias)):
         raise _fail(f"{_describe(node)}: aggregations cannot be nested or aliased inside.",
                     model)
     if isinstance(node, (n.Sum, n.Mean, n.Std, n.Var, n.Median, n.Quantile)):

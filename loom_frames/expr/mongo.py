@@ -313,7 +313,8 @@ def _(node: n.Not) -> dict[str, Any]:
         return _query(inner.arg)
     negation = _NEGATION.get(type(inner))
     if negation is not None:  # Ne is defined as not Eq, NotIn as not IsIn, ...
-        return _query(negation(*(getattr(inner, f) for f in inner.__dataclass_fields__)))
+        fields = inner.__dataclass_fields__  # type: ignore[attr-defined]
+        return _query(negation(*(getattr(inner, f) for f in fields)))
     if isinstance(inner, n.Exists):
         return _query(n.Exists(inner.arg, not inner.flag))
     if isinstance(inner, n.Or):
@@ -624,5 +625,5 @@ def compile_accumulator(node: n.Node) -> MongoAccumulator:
     op = _ACCUMULATORS.get(type(agg))
     if op is None:
         raise UnsupportedExpressionError(f"no MongoDB accumulator for {type(agg).__name__}")
-    post = {"$pow": ["$$acc", 2]} if isinstance(agg, n.Var) else None
-    return MongoAccumulator(name, {op: x}, post)
+    square = {"$pow": ["$$acc", 2]} if isinstance(agg, n.Var) else None
+    return MongoAccumulator(name, {op: x}, square)

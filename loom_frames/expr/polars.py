@@ -57,7 +57,7 @@ _AGGREGATIONS: dict[type[n.Node], Callable[[pl.Expr], pl.Expr]] = {
     n.Count: lambda e: e.count(), n.Sum: lambda e: e.sum(), n.Mean: lambda e: e.mean(),
     n.Max: lambda e: e.max(), n.First: lambda e: e.first(), n.Last: lambda e: e.last(),
     n.Std: lambda e: e.std(ddof=1), n.Var: lambda e: e.var(ddof=1),
-    n.Median: lambda e: e.quantile(0.5, interpolation="equiprobable"),
+    n.Median: lambda e: e.fill_nan(None).quantile(0.5, interpolation="equiprobable"),
     n.NUnique: lambda e: e.drop_nulls().n_unique(),
 }
 _DTYPES: dict[Kind, pl.DataType] = {
@@ -416,8 +416,8 @@ def _aggregate(node: n.Aggregation) -> pl.Expr:
         x = x.cast(pl.Int64)
     if isinstance(node, n.Min):  # MongoDB ranks NaN below every number
         return x.nan_min() if kind in (Kind.FLOAT, Kind.ANY) else x.min()
-    if isinstance(node, n.Quantile):
-        return x.quantile(node.q, interpolation="equiprobable")
+    if isinstance(node, n.Quantile):  # like MongoDB's $percentile, NaN is skipped as null is
+        return x.fill_nan(None).quantile(node.q, interpolation="equiprobable")
     translate = _AGGREGATIONS.get(type(node))
     if translate is None:
         raise UnsupportedExpressionError(f"no Polars aggregation for {type(node).__name__}")

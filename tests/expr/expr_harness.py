@@ -5,6 +5,7 @@ A plain module (not a conftest) so tests can import it: ``from expr_harness impo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -12,7 +13,6 @@ from bson import ObjectId
 from pymongo.collection import Collection
 
 from loom_frames.expr import Expr, FieldRef, Kind, Resolver, SimpleResolver
-
 
 FRAME_SCHEMA: dict[str, pl.DataType] = {
     "id": pl.String(),
@@ -117,8 +117,8 @@ def same_value(left: Any, right: Any) -> bool:
     """Equality of computed values: NaN equals NaN, 1 equals 1.0, -0.0 equals 0.0."""
     if left is None or right is None:
         return left is None and right is None
-    if isinstance(left, float) and isinstance(right, float) and left != left:
-        return right != right
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
     if isinstance(left, bool) or isinstance(right, bool):
         return type(left) is type(right) and left == right
     return bool(left == right)

@@ -29,7 +29,7 @@ QUERIES: list[tuple[Expr, dict[str, Any]]] = [
     (fld["age"] == 25, {"age": {"$eq": 25}}),
     (fld["age"] != 25, {"age": {"$ne": 25}}),
     (fld["address.city"] == "Oslo", {"address.city": {"$eq": "Oslo"}}),
-    ((fld["age"] > 25) & (fld["is_active"] == True),  # noqa: E712
+    ((fld["age"] > 25) & (fld["is_active"] == True),
      {"age": {"$gt": 25}, "is_active": {"$eq": True}}),
     ((fld["age"] > 25) & (fld["age"] < 65),
      {"$and": [{"age": {"$gt": 25}}, {"age": {"$lt": 65}}]}),

@@ -11,7 +11,7 @@ import pytest
 
 import loom_frames.expr
 
-MODULES = ["api", "bind", "mongo", "nodes", "polars", "render"]
+MODULES = ["api", "bind", "literals", "mongo", "namespaces", "nodes", "polars", "render"]
 
 
 @pytest.mark.parametrize("name", MODULES)

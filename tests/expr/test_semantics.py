@@ -360,6 +360,8 @@ GROUP_ROWS = docs(
     {"g": 3},
     {"g": 4, "b": -0.0, "a": 0, "s": "w"},
     {"g": 4, "b": 0.0, "a": 0, "s": "w", "flag": True},
+    {"g": 5, "b": 1.0}, {"g": 5, "b": float("nan")}, {"g": 5, "b": 3.0},
+    {"g": 6, "b": float("nan")}, {"g": 6},
 )
 AGGREGATIONS = [
     fld["b"].count(), fld["b"].sum(), fld["b"].mean(), fld["b"].min(), fld["b"].max(),
@@ -387,7 +389,7 @@ def test_group_accumulators_agree_with_polars(differential: Differential) -> Non
     polars = {row["g"]: row for row in frame.group_by("g", maintain_order=True).agg(
         [e.alias(name).to_polars(RESOLVER) for e, name in zip(AGGREGATIONS, names, strict=True)]
     ).to_dicts()}
-    assert mongo.keys() == polars.keys() == {1, 2, 3, 4}
+    assert mongo.keys() == polars.keys() == {1, 2, 3, 4, 5, 6}
     for group in mongo:
         for expr, name in zip(AGGREGATIONS, names, strict=True):
             got, want = mongo[group][name], polars[group][name]
@@ -397,3 +399,4 @@ def test_group_accumulators_agree_with_polars(differential: Differential) -> Non
                 assert same_value(got, want), (group, expr, got, want)
     assert mongo[1]["r9"] == 2.0  # median of 1, 2, 4, 10: a value of the group
     assert mongo[1]["r14"] == 2  # distinct non-null strings: x, y
+    assert mongo[5]["r9"] == 1.0 and mongo[6]["r9"] is None  # median skips NaN like null

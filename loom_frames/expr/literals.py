@@ -1,0 +1,120 @@
+"""User input -> validated, frozen values: field names, literals, value lists, flags.
+
+Every value a user passes becomes a literal here, checked and frozen (lists to tuples,
+dicts to :class:`~loom_frames.expr.nodes.Doc`, datetimes to UTC milliseconds), so it
+can never turn into an operator or a field path, and a tree never changes once built.
+
+>>> freeze({"$ne": None}, "==")
+{'$ne': None}
+>>> check_name("$where")
+Traceback (most recent call last):
+...
+loom_frames.errors.InvalidExpressionError: invalid field name '$where': names must be non-empty, contain no NUL character, and no dot-separated part may be empty or start with '$'. Hint: operators are written with Python operators and methods, never as '$' names.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import enum
+import re
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from bson import Decimal128, ObjectId
+
+from ..errors import InvalidExpressionError
+from . import nodes as n
+from .bind import normalize_datetime
+
+__all__ = ["CLOSED", "check_name", "freeze", "literal_values", "regex_flags", "text_argument"]
+
+_SCALARS = (bool, int, float, str, bytes, decimal.Decimal, Decimal128, ObjectId, uuid.UUID,
+            _dt.date)
+_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x"}
+CLOSED = ("both", "left", "right", "none")
+
+
+def _is_expression(value: Any) -> bool:
+    from .api import Expr  # the wrapper imports this module
+
+    return isinstance(value, Expr)
+
+
+def check_name(name: object, what: str = "field name") -> str:
+    if not isinstance(name, str):
+        raise InvalidExpressionError(f"a {what} must be a str, got {type(name).__name__} "
+                                     f"{name!r}. Hint: fld['age'] or fld('age').")
+    if not name or "\x00" in name or any(not part or part.startswith("$")
+                                        for part in name.split(".")):
+        raise InvalidExpressionError(
+            f"invalid {what} {name!r}: names must be non-empty, contain no NUL character, "
+            "and no dot-separated part may be empty or start with '$'. Hint: operators are "
+            "written with Python operators and methods, never as '$' names.")
+    return name
+
+
+def freeze(value: Any, where: str) -> Any:
+    """Validate a user value and return its frozen (hashable, immutable) form."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, _dt.datetime):
+        return normalize_datetime(value)
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not -(2**63) <= value < 2**63:
+        raise InvalidExpressionError(f"{where}: {value} does not fit in a 64-bit integer, "
+                                     "the largest integer MongoDB stores.")
+    if value is None or isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v, where) for v in value)
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or "\x00" in key:
+                raise InvalidExpressionError(f"{where}: document keys must be str without "
+                                             f"NUL characters, got {key!r}.")
+        return n.Doc(tuple((k, freeze(v, where)) for k, v in value.items()))
+    if _is_expression(value):
+        raise InvalidExpressionError(f"{where} takes literal values, got the expression "
+                                     f"{value!r}.")
+    hint = " Hint: use .regex() for patterns." if isinstance(value, re.Pattern) else ""
+    raise InvalidExpressionError(f"{where}: unsupported literal {value!r} of type "
+                                 f"{type(value).__name__}.{hint}")
+
+
+def literal_values(values: Any, method: str) -> tuple[n.Literal, ...]:
+    if isinstance(values, (str, bytes, dict)) or _is_expression(values) \
+            or not isinstance(values, Iterable):
+        raise InvalidExpressionError(
+            f".{method}() takes a collection of values (list, tuple, set, ...), got "
+            f"{type(values).__name__} {values!r}. Hint: .{method}([{values!r}]).")
+    items = list(values)
+    if isinstance(values, (set, frozenset)):
+        items.sort(key=lambda v: (type(v).__name__, repr(v)))
+    frozen = tuple(freeze(v, f".{method}()") for v in items)
+    if any(isinstance(v, tuple) for v in frozen):
+        raise InvalidExpressionError(f".{method}() values must be scalars or documents, "
+                                     "not lists.")
+    return tuple(n.Literal(v) for v in frozen)
+
+
+def text_argument(value: Any, method: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidExpressionError(f".{method}() takes a str, got {value!r}.")
+    return value
+
+
+def regex_flags(flags: Any) -> str:
+    if isinstance(flags, int) and not isinstance(flags, bool):
+        text = "".join(ch for bit, ch in _FLAGS.items() if flags & bit)
+        if flags & ~sum(_FLAGS):
+            raise InvalidExpressionError(f"regex flags: only re.I, re.M, re.S, re.X are "
+                                         f"supported, got {flags!r}.")
+        return text
+    if not isinstance(flags, str) or set(flags) - set("imsx"):
+        raise InvalidExpressionError(f"regex flags must be a str of 'imsx' letters, got "
+                                     f"{flags!r}.")
+    return "".join(sorted(set(flags), key="imsx".index))
