@@ -14,7 +14,9 @@ The loader therefore asks the server for a small per-document *report* in the sa
 a computed projection field (:data:`REPORT_KEY`) that is absent for a clean document (no
 bytes transferred) and otherwise lists tags ``"i:<path>"`` (invalid value), ``"n:<path>"``
 (NaN in a float field) and ``"z:<path>"`` (null/missing subdocument), for every path that
-is not inside an array. :func:`report_conditions` builds those conditions.
+is not inside an array. :func:`report_conditions` builds those conditions. Three checks
+run on the client instead, vectorised while converting: a date with a time of day, a
+decimal that does not fit its ``decimal128(p, s)``, a UUID that is not 16 bytes.
 
 When something is invalid, the error path asks the server again for the culprit with the
 full check (:func:`check_expr` with ``full=True``, a superset filter) and confirms it with
@@ -26,6 +28,7 @@ in every non-float column (pandas writes NaN for a missing value).
 """
 
 import datetime as _dt
+import decimal
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -354,10 +357,11 @@ def fits_decimal(value: Decimal, precision: int, scale: int) -> bool:
     """
     if not value.is_finite():
         return False
-    unscaled = value.scaleb(scale)
-    if unscaled != unscaled.to_integral_value():
+    exact = decimal.Context(prec=100)  # Decimal128 holds 34 digits; never round here
+    unscaled = value.scaleb(scale, context=exact)
+    if unscaled != unscaled.to_integral_value(context=exact):
         return False
-    return abs(int(unscaled)) < 10**precision
+    return bool(abs(int(unscaled)) < 10**precision)
 
 
 # ------------------------------------------------------------------ descriptions

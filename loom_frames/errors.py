@@ -15,6 +15,8 @@ __all__ = [
     "DuplicateKeyError",
     "EmbeddedServerError",
     "FieldNotFoundError",
+    "FrameValidationError",
+    "FrameWriteError",
     "InvalidExpressionError",
     "LoomError",
     "ModelDeclarationError",
@@ -66,6 +68,26 @@ class DuplicateKeyError(LoomError, ValueError):
 
 class WriteFailedError(LoomError, RuntimeError):
     """MongoDB rejected a write; nothing partial was kept for this object."""
+
+
+class FrameValidationError(LoomError, ValueError):
+    """A dataframe does not fit the model it is written to (nothing was written).
+
+    The message names every missing or unknown column, or the column and the first row
+    whose value cannot be stored as the model's type.
+    """
+
+
+class FrameWriteError(WriteFailedError):
+    """Some rows of a frame were not written; ``.result`` lists them and counts the rest.
+
+    Raised by ``insert_dataframe`` / ``upsert_dataframe`` after every batch was tried
+    (a failed row never stops the others).
+    """
+
+    def __init__(self, message: str, result: object) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ConnectionFailedError(LoomError, ConnectionError):

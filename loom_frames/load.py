@@ -407,9 +407,10 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
 
 def _report_masks(raw: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     """``{storage path: {tag letter: row mask}}`` from the report column."""
-    report = _array(raw.column(REPORT_KEY))
-    if report.null_count == len(report):
+    column = raw.column(REPORT_KEY)
+    if column.null_count == raw.num_rows:  # the usual case: every document is clean
         return {}
+    report = _array(column)
     flat = pc.list_flatten(report)
     parents = pc.list_parent_indices(report).to_numpy()
     masks: dict[str, dict[str, np.ndarray]] = {}
@@ -566,6 +567,20 @@ class _Converter:
         return pa.StructArray.from_arrays(children, fields=list(col.type), mask=mask)
 
 
+_OFFSETS: dict[int, np.ndarray] = {}
+
+
+def _offsets(n: int, width: int) -> np.ndarray:
+    """``0, width, 2 * width, ...`` (n + 1 values): a slice of a cached array when it fits."""
+    cached = _OFFSETS.get(width)
+    if cached is None or len(cached) <= n:
+        if n >= 1 << 16:  # large: computing it is cheap next to the rest
+            return np.arange(0, (n + 1) * width, width, dtype=np.int32)
+        cached = np.arange(0, (1 << 16) * width + 1, width, dtype=np.int32)
+        _OFFSETS[width] = cached
+    return cached[: n + 1]
+
+
 def _hex_strings(fixed: pa.Array, width: int, dashes: Sequence[int] = ()) -> pa.Array:
     """A fixed-size binary array as lowercase hex strings (one C-level ``bytes.hex``).
 
@@ -586,7 +601,7 @@ def _hex_strings(fixed: pa.Array, width: int, dashes: Sequence[int] = ()) -> pa.
         text = chars.tobytes()
     if n * out_width >= 2**31:
         raise PlanError(f"{n} ids do not fit one Arrow string array. Hint: use iter_batches()")
-    offsets = np.arange(0, (n + 1) * out_width, out_width, dtype=np.int32)
+    offsets = _offsets(n, out_width)
     validity = None
     if fixed.null_count:
         validity = pa.array(fixed.is_valid(), type=pa.bool_()).buffers()[1]
@@ -626,7 +641,7 @@ def _bid_unscaled(low: int, high: int, scale: int) -> int | None:
         unscaled, rest = divmod(coefficient, 10**-shift)
         if rest:
             return None  # more fractional digits than the scale: never round
-    return -unscaled if negative else unscaled
+    return int(-unscaled if negative else unscaled)
 
 
 # ------------------------------------------------------------------ error path

@@ -298,6 +298,58 @@ class Persistable(BaseModel):
         return Query.from_model(cls).scan()
 
     @classmethod
+    def insert_dataframe(
+        cls,
+        df: Any,
+        *,
+        batch_size: int = 50_000,
+        progress: Any = False,
+        extra: str = "raise",
+        on_error: str = "raise",
+    ) -> Any:
+        """Insert every row of a pandas / Polars / PyArrow frame as a new document.
+
+        The frame is held to the model like ``persist()`` holds an object (columns,
+        types, markers, defaults); returns a ``WriteResult`` (see
+        :func:`loom_frames.write.insert_dataframe`).
+
+        >>> User.insert_dataframe(pd.DataFrame({"name": ["Bob"], "email": ["Bob@x.org"], "age": [25]}))  # doctest: +SKIP
+        WriteResult(inserted=1, updated=0, unchanged=0, failed=0)
+        """
+        from . import write
+
+        return write.insert_dataframe(
+            cls, df, batch_size=batch_size, progress=progress, extra=extra,  # type: ignore[arg-type]
+            on_error=on_error,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def upsert_dataframe(
+        cls,
+        df: Any,
+        on: Sequence[str] | str,
+        *,
+        batch_size: int = 50_000,
+        progress: Any = False,
+        extra: str = "raise",
+        on_error: str = "raise",
+    ) -> Any:
+        """Insert new rows and update changed ones, one document per key ``on``.
+
+        Idempotent: re-running the same frame changes nothing and reports the rows
+        unchanged (see :func:`loom_frames.write.upsert_dataframe`).
+
+        >>> User.upsert_dataframe(df, on=["email"])  # doctest: +SKIP
+        WriteResult(inserted=0, updated=1, unchanged=1, failed=0)
+        """
+        from . import write
+
+        return write.upsert_dataframe(
+            cls, df, on, batch_size=batch_size, progress=progress, extra=extra,  # type: ignore[arg-type]
+            on_error=on_error,  # type: ignore[arg-type]
+        )
+
+    @classmethod
     def arrow_schema(cls) -> Any:
         """The model's frame schema as a ``pyarrow.Schema`` (``id`` is a hex string)."""
         from .schema import arrow_schema

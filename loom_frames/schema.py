@@ -54,6 +54,7 @@ nested ``BaseModel``        ``struct<...>``                  embedded document
 '_id'
 """
 
+import builtins
 import dataclasses
 import datetime as _dt
 import enum
@@ -132,7 +133,7 @@ class Column:
     item: "Column | None" = None
     values: tuple[Any, ...] | None = None
     role: Role | None = None
-    enum_type: type[enum.Enum] | None = None
+    enum_type: builtins.type[enum.Enum] | None = None
     required: bool = False
     annotation: Any = None
 
@@ -341,10 +342,10 @@ def _column(
             metadata = [*metadata, *ann.__metadata__]
             ann = args[0]
         elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if len(args) != 1:
+            members = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(members) != 1:
                 return Column(name, key, Kind.ANY, None, annotation=annotation)
-            ann = args[0]
+            ann = members[0]
         else:
             break
     role = next((m.role for m in metadata if isinstance(m, Marker)), None)
@@ -366,8 +367,8 @@ def _column(
         return _replace(base, kind=Kind.LIST, type=arrow, item=item)
     if origin in (dict, Mapping) or ann is dict:
         args = typing.get_args(ann)
-        item = _column("value", "value", args[1], [], stack) if len(args) == 2 else None
-        return _replace(base, item=item)
+        value = _column("value", "value", args[1], [], stack) if len(args) == 2 else None
+        return _replace(base, item=value)
     if not isinstance(ann, type):
         return base
 

@@ -698,3 +698,46 @@ def _decoded(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _decoded(v) for k, v in value.items()}
     return value
+
+
+# ====================================================== conversion units (no server)
+@given(
+    st.decimals(allow_nan=True, allow_infinity=True, places=None)
+    .filter(lambda d: not d.is_finite() or len(d.as_tuple().digits) <= 34)
+    .filter(lambda d: not d.is_finite() or -6176 <= d.as_tuple().exponent <= 6111),
+    st.integers(0, 20),
+)
+def test_decimal128_bits_decode_exactly(value: Decimal, scale: int) -> None:
+    from loom_frames.load import _bid_unscaled
+
+    bid = Decimal128(value).bid
+    got = _bid_unscaled(int.from_bytes(bid[:8], "little"), int.from_bytes(bid[8:], "little"), scale)
+    if not value.is_finite():
+        assert got is None
+        return
+    unscaled = value.scaleb(scale, context=__import__("decimal").Context(prec=10_000))
+    assert got == (int(unscaled) if unscaled == unscaled.to_integral_value() else None)
+
+
+def test_hex_strings_keep_nulls_and_slices() -> None:
+    from loom_frames.load import _hex_strings
+
+    ids = [ObjectId() for _ in range(5)]
+    arr = pa.array(
+        [i.binary for i in ids[:2]] + [None] + [i.binary for i in ids[3:]], pa.binary(12)
+    )
+    out = _hex_strings(arr.slice(1), 12)
+    assert out.to_pylist() == [str(ids[1]), None, str(ids[3]), str(ids[4])]
+    key = uuid.uuid4()
+    assert _hex_strings(
+        pa.array([key.bytes], pa.binary(16)), 16, dashes=[8, 12, 16, 20]
+    ).to_pylist() == [str(key)]
+
+
+def test_decimal_fit_is_decided_without_rounding() -> None:
+    from loom_frames._validity import fits_decimal
+
+    value = Decimal("1234567890123456789.123456789012345")  # 34 digits
+    assert fits_decimal(value, 38, 15) and not fits_decimal(value, 38, 14)
+    assert not fits_decimal(Decimal("1E+20"), 38, 18) and fits_decimal(Decimal("-1E+19"), 38, 18)
+    assert not fits_decimal(Decimal("NaN"), 38, 18)

@@ -1,0 +1,790 @@
+"""Holding a dataframe to its model, column by column, before anything is written.
+
+:func:`prepare` turns a pandas / Polars / PyArrow frame into a :class:`PreparedFrame`:
+every column matched to a model field, cast to the model's type where that is safe,
+field markers applied, nulls resolved and ids assigned, with all checks done on the
+whole frame first (a frame that does not fit raises
+:class:`~loom_frames.errors.FrameValidationError` and nothing is written). Documents are
+then encoded batch by batch with :meth:`PreparedFrame.documents`. No I/O happens here.
+
+The rules (README "Writing frames back"):
+
+* columns are field names or storage keys (``id`` or ``_id``); a missing required column
+  and an unknown column are both errors, listed together (``extra="ignore"`` skips
+  unknown ones); names with ``$`` or ``.`` are always rejected;
+* casts: any integer -> int (overflow rejected), float -> int only for whole numbers,
+  int -> float only below 2**53 in magnitude (exact), dictionary/large/view strings ->
+  str, timestamps of any unit -> UTC milliseconds (naive means UTC; floored to the
+  millisecond), dates -> datetime at midnight UTC; anything else is rejected naming the
+  column and the first bad row;
+* markers: StrLower/StrUpper lowercased/uppercased exactly as ``str.lower()`` /
+  ``str.upper()``; TimeInserted/TimeUpdated filled with the same "now" where null or
+  absent (a given time is kept); IncrCounter and other defaults where null or absent;
+* nulls: null in an Optional field is stored as null (as ``persist()`` stores None);
+  null in a field with a default stores the default; null in a required field is an
+  error. pandas NaN in a float column is pandas' missing value, so it is null; a Polars
+  or Arrow NaN is a float value and stored as NaN;
+* ids: an ``id``/``_id`` column of 24-hex strings (or ObjectIds in pandas) is the
+  document id; rows without one get new ObjectIds, generated client side.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import typing
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from bson import ObjectId
+
+from . import _arrow_bson as ab
+from .connection import CODEC_OPTIONS
+from .errors import FrameValidationError, did_you_mean
+from .expr.bind import Kind
+from .fields import IncrCounter, Role, StrLower, StrUpper, TimeInserted, TimeUpdated
+from .model import Persistable
+from .persist import document_of, to_bson
+from .schema import Column, model_columns
+
+__all__ = ["Backend", "PreparedFrame", "frame_to_arrow", "prepare"]
+
+Backend = Literal["pandas", "polars", "pyarrow"]
+Extra = Literal["raise", "ignore"]
+
+_DAY_MS = 86_400_000
+_MAX_EXACT_FLOAT_INT = 2**53
+_UNIT_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
+_KNOWN_METADATA = [
+    item
+    for marker in (StrLower, StrUpper, TimeInserted, TimeUpdated, IncrCounter)
+    for item in getattr(marker, "__metadata__", ())
+]
+
+
+# ------------------------------------------------------------------ frame intake
+def frame_to_arrow(df: Any) -> tuple[pa.Table, Backend, Any]:
+    """A frame as an Arrow table, the backend it came from, and its pandas index.
+
+    pandas goes through ``pa.Table.from_pandas`` without the index (NaN in a float
+    column becomes null, pandas' missing value); ObjectId, UUID and Enum objects in
+    ``object`` columns become strings/values first. Polars and other narwhals frames
+    use narwhals' ``to_arrow()``.
+
+    >>> frame_to_arrow(pa.table({"a": [1]}))[0].num_rows
+    1
+    """
+    if isinstance(df, pa.Table):
+        return df, "pyarrow", None
+    if isinstance(df, pa.RecordBatch):
+        return pa.Table.from_batches([df]), "pyarrow", None
+    module = type(df).__module__.split(".", 1)[0]
+    if module == "pandas" and type(df).__name__ == "DataFrame":
+        return _pandas_to_arrow(df), "pandas", df.index
+    if module == "polars" and type(df).__name__ == "LazyFrame":
+        raise TypeError(
+            "insert_dataframe takes an eager frame, got a polars LazyFrame. "
+            "Hint: call .collect() first."
+        )
+    import narwhals as nw
+
+    try:
+        frame = nw.from_native(df, eager_only=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"expected a pandas, Polars or PyArrow DataFrame, got {type(df).__name__}"
+        ) from exc
+    try:
+        table = frame.to_arrow()
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise FrameValidationError(
+            f"the frame could not be converted to Arrow: {exc}. Hint: cast object "
+            "columns to plain types first."
+        ) from exc
+    return table, "polars" if module == "polars" else "pyarrow", None
+
+
+def _pandas_to_arrow(df: Any) -> pa.Table:
+    names = list(df.columns)
+    duplicated = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicated:
+        raise FrameValidationError(
+            f"the frame has duplicated column names {duplicated}. Hint: rename them."
+        )
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise FrameValidationError(
+            f"column names must be strings, got {bad!r}. Hint: df.columns = df.columns.map(str)."
+        )
+    fixed = {}
+    for name in names:
+        column = df[name]
+        if column.dtype == object:
+            plain = column.map(_plain_object, na_action="ignore")
+            if not plain.equals(column):
+                fixed[name] = plain
+    if fixed:
+        df = df.assign(**fixed)
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise FrameValidationError(
+            f"the frame could not be converted to Arrow: {exc}. Hint: give the column "
+            "one type (e.g. df[col].astype(...))."
+        ) from exc
+
+
+def _plain_object(value: Any) -> Any:
+    if isinstance(value, (ObjectId, uuid.UUID)):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+# ------------------------------------------------------------------ the prepared frame
+class _Field:
+    """One stored key of the documents: encodes its elements for a slice of rows."""
+
+    __slots__ = ("key", "name")
+
+    def __init__(self, name: str, key: str) -> None:
+        self.name = name
+        self.key = key
+
+    def elements(self, start: int, stop: int) -> pa.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _ArrayField(_Field):
+    """A column already in storage form (int64, float64, bool, string, ms, 12-byte id)."""
+
+    __slots__ = ("array", "encode", "fill")
+
+    def __init__(
+        self, name: str, key: str, array: pa.Array,
+        encode: Callable[[str, pa.Array], pa.Array], fill: bytes,
+    ) -> None:
+        super().__init__(name, key)
+        self.array = array
+        self.encode = encode
+        self.fill = fill
+
+    def elements(self, start: int, stop: int) -> pa.Array:
+        out = self.encode(self.key, self.array.slice(start, stop - start))
+        return ab.fill_null_elements(out, self.fill)
+
+
+class _ConstField(_Field):
+    """The same element in every row (an absent column's default, ``_v``, now)."""
+
+    __slots__ = ("element",)
+
+    def __init__(self, name: str, key: str, element: bytes) -> None:
+        super().__init__(name, key)
+        self.element = element
+
+    def elements(self, start: int, stop: int) -> pa.Array:
+        return ab.fixed_elements(self.element, np.empty((stop - start, 0), np.uint8))
+
+
+class _IdField(_Field):
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: np.ndarray) -> None:
+        super().__init__("id", "_id")
+        self.ids = ids
+
+    def elements(self, start: int, stop: int) -> pa.Array:
+        block = self.ids[start:stop]
+        fixed = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(12), len(block), [None, pa.py_buffer(np.ascontiguousarray(block))]
+        )
+        return ab.object_id_elements("_id", fixed)
+
+
+class _ObjectField(_Field):
+    """A column validated value by value with Pydantic (nested, Decimal, UUID, ...)."""
+
+    __slots__ = ("convert", "null", "source")
+
+    def __init__(
+        self, name: str, key: str, source: pa.Array | None,
+        convert: Callable[[Any], Any], null: Callable[[], Any],
+    ) -> None:
+        super().__init__(name, key)
+        self.source = source
+        self.convert = convert
+        self.null = null  # the stored value of a null / absent cell
+
+    def values(self, start: int, stop: int) -> list[Any]:
+        if self.source is None:
+            return [self.null() for _ in range(stop - start)]
+        raw = self.source.slice(start, stop - start).to_pylist()
+        return [self.null() if v is None else self.convert(v) for v in raw]
+
+    def elements(self, start: int, stop: int) -> pa.Array:
+        key = self.key
+        encoded = [ab.constant_element(key, v, CODEC_OPTIONS) for v in self.values(start, stop)]
+        return pa.array(encoded, type=pa.large_binary())
+
+
+@dataclass(eq=False)
+class PreparedFrame:
+    """A frame that fits the model: ids assigned, columns in storage form."""
+
+    model: type[Persistable]
+    num_rows: int
+    ids: np.ndarray  # (n, 12) uint8 ObjectId bytes, frame order
+    id_given: np.ndarray  # bool: the frame gave the id
+    fields: tuple[_Field, ...]  # in document order, _id first
+    supplied: tuple[str, ...]  # storage keys the frame has columns for (not _id)
+    arrays: dict[str, pa.Array]  # normalised frame columns by field name
+    rows: Callable[[int, int], list[bytes]] | None = None  # row-by-row encoder, if needed
+    by_key: dict[str, _Field] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_key = {f.key: f for f in self.fields}
+
+    def documents(self, start: int, stop: int) -> tuple[list[bytes], np.ndarray]:
+        """The BSON documents of rows ``start:stop`` and their sizes."""
+        if self.rows is not None:
+            docs = self.rows(start, stop)
+            return docs, np.array([len(d) for d in docs], dtype=np.int64)
+        elements = [f.elements(start, stop) for f in self.fields]
+        lengths = ab.document_lengths(elements)
+        return ab.join_documents(elements, lengths).to_pylist(), lengths
+
+    def hex_ids(self) -> pa.Array:
+        """Every row's id as a 24-hex string, frame order."""
+        return ab.object_id_hex(self.ids)
+
+
+# ------------------------------------------------------------------ preparing
+@dataclass(eq=False)
+class _Context:
+    model: type[Persistable]
+    table: pa.Table
+    now: _dt.datetime
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+    def fail(self, col: Column, source: str, row: int, why: str, hint: str = "") -> None:
+        value = self.table.column(source)[row].as_py()
+        raise FrameValidationError(
+            f"{self.model.__name__}.{col.name}: column {source!r} row {row} holds "
+            f"{value!r}: {why}." + (f" Hint: {hint}" if hint else "")
+        )
+
+    def fail_type(self, col: Column, source: str, got: pa.DataType, accepted: str) -> None:
+        raise FrameValidationError(
+            f"{self.model.__name__}.{col.name}: column {source!r} is {got}, expected "
+            f"{_expected(col)} ({accepted}). Hint: cast the column to the model's type."
+        )
+
+
+def prepare(
+    model: type[Persistable],
+    table: pa.Table,
+    *,
+    extra: Extra = "raise",
+    now: _dt.datetime,
+) -> PreparedFrame:
+    """Check ``table`` against ``model`` and bring it to storage form (no I/O).
+
+    >>> from loom_frames import Persistable
+    >>> class Item(Persistable):
+    ...     sku: str
+    ...     qty: int = 0
+    >>> import datetime as dt
+    >>> prep = prepare(Item, pa.table({"sku": ["a"]}), now=dt.datetime.now(dt.UTC))
+    >>> import bson
+    >>> sorted(bson.decode(prep.documents(0, 1)[0][0]))
+    ['_id', 'created_at', 'qty', 'sku', 'updated_time']
+    """
+    if extra not in ("raise", "ignore"):
+        raise ValueError(f"extra must be 'raise' or 'ignore', got {extra!r}")
+    ctx = _Context(model, table, now)
+    columns = model_columns(model)
+    matched = _match_columns(model, columns, table.column_names, extra)
+    n = table.num_rows
+    arrays: dict[str, pa.Array] = {}
+    fields: list[_Field] = []
+    ids = ab.new_object_ids(n)
+    id_given = np.zeros(n, dtype=bool)
+    for col in columns:
+        source = matched.get(col.name)
+        arr = _array(table, source) if source is not None else None
+        if col.name == "id":
+            if arr is not None and source is not None:
+                given, valid = _object_ids(ctx, col, source, arr)
+                ids[valid] = given[valid]
+                id_given = valid
+                arrays["id"] = arr
+            fields.append(_IdField(ids))
+            continue
+        prepared = _prepare_field(ctx, col, source, arr)
+        if isinstance(prepared, _ArrayField):
+            arrays[col.name] = prepared.array
+        fields.append(prepared)
+    config = model.__dict__.get("__loom_persist__")  # None: encoding only (no storage)
+    version = config.version if config is not None else None
+    if version is not None:
+        fields.append(_ConstField("_v", "_v", ab.constant_element("_v", version)))
+    _check_timeseries(ctx, fields, matched)
+    supplied = tuple(
+        c.key for c in columns if c.name in matched and c.name != "id"
+    )
+    prepared_frame = PreparedFrame(model, n, ids, id_given, tuple(fields), supplied, arrays)
+    if _needs_row_validation(model):
+        prepared_frame.rows = _RowEncoder(ctx, matched, prepared_frame)
+        prepared_frame.rows.check()
+    return prepared_frame
+
+
+def _array(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _match_columns(
+    model: type[Persistable], columns: Sequence[Column], names: Sequence[str], extra: Extra
+) -> dict[str, str]:
+    """``{field name: frame column}``; one error listing every problem."""
+    by_name = {c.name: c for c in columns}
+    by_key = {c.key: c for c in columns}
+    problems: list[str] = []
+    duplicated = sorted({n for n in names if list(names).count(n) > 1})
+    if duplicated:
+        problems.append(f"duplicated column(s) {', '.join(map(repr, duplicated))}")
+    unsafe = [n for n in names if not n or "$" in n or "." in n or "\x00" in n]
+    if unsafe:
+        problems.append(
+            f"column name(s) {', '.join(map(repr, unsafe))} contain '$' or '.' (or are "
+            "empty), which MongoDB field names here never do"
+        )
+    matched: dict[str, str] = {}
+    unknown: list[str] = []
+    for name in names:
+        if name in unsafe:
+            continue
+        col = by_name.get(name) or by_key.get(name)
+        if col is None:
+            unknown.append(name)
+        elif col.name in matched and matched[col.name] != name:
+            problems.append(f"columns {matched[col.name]!r} and {name!r} both give field {col.name!r}")
+        else:
+            matched[col.name] = name
+    if unknown and extra == "raise":
+        hints = "".join(
+            f" ({n!r}:{did_you_mean(n, by_name)[6:].rstrip('?')})"
+            for n in unknown if did_you_mean(n, by_name)
+        )
+        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}{hints}")
+    missing = [c.name for c in columns if c.required and c.name not in matched]
+    if missing:
+        problems.insert(0, f"missing required column(s) {', '.join(map(repr, missing))}")
+    if problems:
+        raise FrameValidationError(
+            f"the frame does not fit {model.__name__}: " + "; ".join(problems) + ". Hint: "
+            "rename or add the columns; pass extra='ignore' to skip unknown ones. "
+            f"The model's columns: {', '.join(c.name for c in columns)}."
+        )
+    return matched
+
+
+# ------------------------------------------------------------------ one field
+def _prepare_field(ctx: _Context, col: Column, source: str | None, arr: pa.Array | None) -> _Field:
+    info = ctx.model.model_fields[col.name]
+    optional = _is_optional(info.annotation)
+    if col.role in (Role.TIME_INSERTED, Role.TIME_UPDATED):
+        now = ab.constant_element(col.key, ctx.now)
+        if arr is None or source is None:
+            return _ConstField(col.name, col.key, now)
+        normal = _datetimes(ctx, col, source, arr)
+        return _ArrayField(col.name, col.key, normal, ab.datetime_elements, now)
+    vector = _vector_encoder(col) if _plain_metadata(info.metadata) else None
+    if vector is None:
+        return _object_field(ctx, col, source, arr, optional)
+    if arr is None or source is None:  # absent: the default for every row
+        if info.default_factory is not None:
+            return _object_field(ctx, col, None, None, optional)
+        if not _has_default(info):  # Optional without a default
+            return _ConstField(col.name, col.key, ab.constant_element(col.key, None))
+        return _ConstField(col.name, col.key, _default_element(ctx, col))
+    normal = _vector_normalise(ctx, col, source, arr)
+    if normal.null_count == 0:
+        fill = b""
+    elif optional:
+        fill = ab.constant_element(col.key, None)
+    elif _has_default(info):
+        if info.default_factory is not None:
+            return _object_field(ctx, col, source, arr, optional)
+        fill = _default_element(ctx, col)
+    else:
+        row = _first(normal.is_null())
+        ctx.fail(col, source, row, f"{col.name} is required and not Optional",
+                 "fill the nulls, or declare the field Optional or with a default")
+    return _ArrayField(col.name, col.key, normal, vector, fill)
+
+
+def _vector_encoder(col: Column) -> Callable[[str, pa.Array], pa.Array] | None:
+    t = col.type
+    if col.kind in (Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.DATETIME, Kind.DATE,
+                    Kind.OBJECTID, Kind.ENUM) and t is not None:
+        if col.kind is Kind.OBJECTID:
+            return ab.object_id_elements
+        if col.kind in (Kind.DATETIME, Kind.DATE):
+            return ab.datetime_elements
+        if pa.types.is_string(t):
+            return ab.string_elements
+        if pa.types.is_int64(t):
+            return ab.int_elements
+        if pa.types.is_float64(t):
+            return ab.double_elements
+        if pa.types.is_boolean(t):
+            return ab.bool_elements
+    return None
+
+
+def _plain_metadata(metadata: Sequence[Any]) -> bool:
+    """True when a field carries only loom-frames' own markers (no constraints)."""
+    return all(item in _KNOWN_METADATA for item in metadata)
+
+
+def _is_optional(annotation: Any) -> bool:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation) or annotation is None
+
+
+def _has_default(info: Any) -> bool:
+    return not info.is_required()
+
+
+def _default_element(ctx: _Context, col: Column) -> bytes:
+    info = ctx.model.model_fields[col.name]
+    value = _dump(_adapter(ctx.model, col.name), info.get_default(call_default_factory=True))
+    return ab.constant_element(col.key, value, CODEC_OPTIONS)
+
+
+_adapters: dict[tuple[type, str], Any] = {}
+
+
+def _adapter(model: type[Persistable], name: str) -> Any:
+    """A Pydantic TypeAdapter validating one field as the model does."""
+    found = _adapters.get((model, name))
+    if found is None:
+        from pydantic import TypeAdapter
+
+        info = model.model_fields[name]
+        annotation: Any = info.annotation
+        if info.metadata:
+            annotation = typing.Annotated[(annotation, *info.metadata)]
+        found = TypeAdapter(annotation)
+        _adapters[(model, name)] = found
+    return found
+
+
+def _dump(adapter: Any, value: Any) -> Any:
+    return to_bson(adapter.dump_python(value, by_alias=True, round_trip=True))
+
+
+def _object_field(
+    ctx: _Context, col: Column, source: str | None, arr: pa.Array | None, optional: bool
+) -> _ObjectField:
+    from pydantic import ValidationError
+
+    info = ctx.model.model_fields[col.name]
+    adapter = _adapter(ctx.model, col.name)
+
+    def convert(value: Any) -> Any:
+        return _dump(adapter, adapter.validate_python(value))
+
+    # An absent column stores the default; a null cell stores None where the field is
+    # Optional, else the default.
+    use_default = _has_default(info) and (arr is None or not optional)
+
+    def null() -> Any:
+        if use_default:
+            return _dump(adapter, info.get_default(call_default_factory=True))
+        return None
+    if arr is not None and source is not None:
+        values = arr.to_pylist()
+        for row, value in enumerate(values):
+            if value is None:
+                if not optional and not _has_default(info):
+                    ctx.fail(col, source, row, f"{col.name} is required and not Optional",
+                             "fill the nulls, or declare the field Optional")
+                continue
+            try:
+                convert(value)
+            except (ValidationError, ValueError, TypeError) as exc:
+                ctx.fail(col, source, row, _first_line(exc))
+    return _ObjectField(col.name, col.key, arr, convert, null)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3])
+
+
+# ------------------------------------------------------------------ casts
+def _vector_normalise(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
+    t = col.type
+    assert t is not None
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), _storage_type(col))
+    if col.kind is Kind.OBJECTID:
+        ids, valid = _object_ids(ctx, col, source, arr)
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(12), len(arr),
+            [pa.array(valid).buffers()[1] if not valid.all() else None, pa.py_buffer(ids)],
+        )
+    if col.kind in (Kind.DATETIME, Kind.DATE):
+        return _datetimes(ctx, col, source, arr)
+    if pa.types.is_string(t):
+        out = _strings(ctx, col, source, arr)
+    elif pa.types.is_int64(t):
+        out = _ints(ctx, col, source, arr)
+    elif pa.types.is_float64(t):
+        out = _floats(ctx, col, source, arr)
+    else:
+        if not pa.types.is_boolean(arr.type):
+            ctx.fail_type(col, source, arr.type, "bool")
+        out = arr
+    if col.values is not None:
+        allowed = pa.array(list(col.values), type=out.type)
+        bad = pc.invert(pc.fill_null(pc.is_in(out, value_set=allowed), True))
+        if pc.any(bad).as_py():
+            ctx.fail(col, source, _first(bad), f"not one of {', '.join(map(repr, col.values))}")
+    return out
+
+
+def _storage_type(col: Column) -> pa.DataType:
+    if col.kind is Kind.OBJECTID:
+        return pa.binary(12)
+    if col.kind in (Kind.DATETIME, Kind.DATE):
+        return pa.timestamp("ms", tz="UTC")
+    assert col.type is not None
+    return pa.large_string() if pa.types.is_string(col.type) else col.type
+
+
+def _strings(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+        ctx.fail_type(col, source, arr.type, "string, large_string, string_view or a "
+                      "dictionary of strings")
+    out = arr.cast(pa.large_string())
+    if col.role is Role.STR_LOWER:
+        out = _case(out, pc.utf8_lower, str.lower)
+    elif col.role is Role.STR_UPPER:
+        out = _case(out, pc.utf8_upper, str.upper)
+    return out
+
+
+def _case(arr: pa.Array, vectorised: Callable[..., Any], python: Callable[[str], str]) -> pa.Array:
+    """Arrow's case mapping where the text is ASCII, Python's (the model's) elsewhere."""
+    out = vectorised(arr)
+    ascii_ = pc.fill_null(pc.string_is_ascii(arr), True)
+    if pc.all(ascii_).as_py():
+        return out
+    rows = np.flatnonzero(~ascii_.to_numpy(zero_copy_only=False))
+    fixed = [python(s) for s in arr.take(pa.array(rows)).to_pylist()]
+    values = out.to_pylist()
+    for row, text in zip(rows.tolist(), fixed, strict=True):
+        values[row] = text
+    return pa.array(values, type=pa.large_string())
+
+
+def _ints(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_integer(t):
+        if pa.types.is_uint64(t):
+            too_big = pc.fill_null(pc.greater(arr, pa.scalar(2**63 - 1, t)), False)
+            if pc.any(too_big).as_py():
+                ctx.fail(col, source, _first(too_big), "larger than int64 holds")
+        return arr.cast(pa.int64())
+    if pa.types.is_floating(t):
+        values = arr.cast(pa.float64())
+        whole = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
+        limit = pc.less(pc.abs(values), float(2**63))
+        bad = pc.invert(pc.fill_null(pc.and_(whole, limit), True))
+        if pc.any(bad).as_py():
+            ctx.fail(col, source, _first(bad), "not a whole number that int64 holds",
+                     "round the column, or declare the field float")
+        return values.cast(pa.int64(), safe=False)
+    ctx.fail_type(col, source, t, "any integer type, or floats holding whole numbers")
+    raise AssertionError  # unreachable
+
+
+def _floats(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_floating(t):
+        return arr.cast(pa.float64())
+    if pa.types.is_integer(t):
+        approx = pc.abs(arr.cast(pa.float64(), safe=False))
+        inexact = pc.fill_null(pc.greater_equal(approx, float(_MAX_EXACT_FLOAT_INT)), False)
+        if pc.any(inexact).as_py():
+            ctx.fail(col, source, _first(inexact), "an integer beyond +-2**53, where float64 "
+                     "stops holding every integer exactly", "cast the column to float first")
+        return arr.cast(pa.float64())
+    ctx.fail_type(col, source, t, "float or integer types")
+    raise AssertionError
+
+
+def _datetimes(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
+    """Any timestamp (naive = UTC) or date -> timestamp[ms, UTC], floored to the ms."""
+    t = arr.type
+    out_type = pa.timestamp("ms", tz="UTC")
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), out_type)
+    valid = arr.is_valid()
+    if pa.types.is_timestamp(t):
+        ints = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        multiply, divide = _UNIT_MS[t.unit]
+        ms = ints * multiply if multiply != 1 else np.floor_divide(ints, divide)
+    elif pa.types.is_date32(t):
+        ms = pc.fill_null(arr.cast(pa.int32()), 0).to_numpy(zero_copy_only=False).astype(np.int64) * _DAY_MS
+    elif pa.types.is_date64(t):
+        ms = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    else:
+        ctx.fail_type(col, source, t, "timestamp of any unit/zone, or date")
+        raise AssertionError
+    if col.kind is Kind.DATE:
+        if not pa.types.is_date(t):
+            ctx.fail_type(col, source, t, "date32 or date64")
+        off_midnight = pa.array((ms % _DAY_MS) != 0) if len(ms) else pa.array([], pa.bool_())
+        bad = pc.and_(valid, off_midnight)
+        if pc.any(bad).as_py():
+            ctx.fail(col, source, _first(bad), "a date with a time of day")
+    mask = None if arr.null_count == 0 else ~valid.to_numpy(zero_copy_only=False)
+    return pa.array(ms, type=pa.int64(), mask=mask).cast(out_type)
+
+
+def _object_ids(ctx: _Context, col: Column, source: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 12) id bytes and the valid mask from hex strings or 12-byte binaries."""
+    t = arr.type
+    if pa.types.is_null(t):
+        return np.zeros((len(arr), 12), np.uint8), np.zeros(len(arr), bool)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_dictionary(t):
+        arr, t = arr.cast(t.value_type), t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        ids, bad = ab.hex_object_ids(arr)
+        if bad.any():
+            ctx.fail(col, source, int(np.flatnonzero(bad)[0]),
+                     "not an ObjectId (24 hexadecimal characters)")
+        return ids, valid
+    if (pa.types.is_fixed_size_binary(t) and t.byte_width == 12) or pa.types.is_binary(t):
+        lengths = pc.fill_null(pc.binary_length(arr), 12).to_numpy(zero_copy_only=False)
+        if (lengths != 12).any():
+            ctx.fail(col, source, int(np.flatnonzero(lengths != 12)[0]), "not 12 bytes")
+        filled = pc.fill_null(arr.cast(pa.binary(12)), pa.scalar(b"\x00" * 12, pa.binary(12)))
+        data = np.frombuffer(filled.buffers()[1], np.uint8, count=12 * len(arr),
+                             offset=12 * filled.offset)
+        return data.reshape(len(arr), 12).copy(), valid
+    ctx.fail_type(col, source, t, "24-hex strings, 12-byte binaries or ObjectIds")
+    raise AssertionError
+
+
+def _first(mask: Any) -> int:
+    values = mask.to_numpy(zero_copy_only=False) if not isinstance(mask, np.ndarray) else mask
+    return int(np.flatnonzero(values)[0])
+
+
+def _expected(col: Column) -> str:
+    return {Kind.OBJECTID: "ObjectId"}.get(col.kind, col.kind.value) + (
+        f" ({col.type})" if col.type is not None else ""
+    )
+
+
+def _check_timeseries(ctx: _Context, fields: Sequence[_Field], matched: dict[str, str]) -> None:
+    config = ctx.model.__dict__.get("__loom_persist__")
+    ts = config.timeseries if config is not None else None
+    if ts is None:
+        return
+    meta = next((f for f in fields if f.name == ts.metakey), None)
+    if isinstance(meta, _ArrayField) and meta.array.null_count:
+        col = next(c for c in model_columns(ctx.model) if c.name == ts.metakey)
+        ctx.fail(col, matched[ts.metakey], _first(meta.array.is_null()),
+                 f"{ctx.model.__name__} is a time series keyed by {ts.metakey!r}, which is null",
+                 f"give every row a {ts.metakey}")
+
+
+# ------------------------------------------------------------------ row by row
+def _needs_row_validation(model: type[Persistable]) -> bool:
+    """True when the model has validators/serializers of its own (beyond loom's)."""
+    own = model.__pydantic_decorators__
+    base = Persistable.__pydantic_decorators__
+    return bool(
+        set(own.model_validators) - set(base.model_validators)
+        or own.field_validators
+        or own.field_serializers
+        or own.model_serializers
+        or own.computed_fields
+    )
+
+
+class _RowEncoder:
+    """For models with their own validators: every row through ``model_validate``.
+
+    The vectorised checks still run first; each row is then validated as one object
+    (exactly what ``persist()`` would store), times and ids filled as ``persist()`` does.
+    """
+
+    def __init__(self, ctx: _Context, matched: dict[str, str], frame: PreparedFrame) -> None:
+        self.ctx = ctx
+        self.matched = matched
+        self.frame = frame
+        self.model = ctx.model
+
+    def _objects(self, start: int, stop: int) -> list[Persistable]:
+        from pydantic import ValidationError
+
+        model = self.model
+        table = self.ctx.table.slice(start, stop - start)
+        columns = {name: table.column(source).to_pylist() for name, source in self.matched.items()}
+        defaults = {n for n, info in model.model_fields.items() if _has_default(info)}
+        objects = []
+        for i in range(stop - start):
+            row = {name: values[i] for name, values in columns.items()}
+            for name in [n for n, v in row.items() if v is None and n in defaults]:
+                del row[name]
+            row["id"] = ObjectId(bytes(self.frame.ids[start + i]))
+            try:
+                objects.append(model.model_validate(row))
+            except ValidationError as exc:
+                raise FrameValidationError(
+                    f"{model.__name__}: row {start + i} does not validate: {_first_line(exc)}"
+                ) from exc
+        return objects
+
+    def check(self) -> None:
+        """Validate every row before anything is written."""
+        step = 10_000
+        for start in range(0, self.frame.num_rows, step):
+            self._objects(start, min(start + step, self.frame.num_rows))
+
+    def __call__(self, start: int, stop: int) -> list[bytes]:
+        import bson
+
+        out = []
+        for obj in self._objects(start, stop):
+            values = obj.__dict__
+            for name in [f.name for f in self.model.fields_with_role(Role.TIME_INSERTED)] + [
+                f.name for f in self.model.fields_with_role(Role.TIME_UPDATED)
+            ]:
+                if values[name] is None:
+                    values[name] = self.ctx.now
+            out.append(bson.encode(document_of(obj), codec_options=CODEC_OPTIONS))
+        return out
