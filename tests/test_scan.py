@@ -94,6 +94,7 @@ def test_string_equality_and_projection_of_two_of_eight(Reading: Any, rows: list
     assert commands.returned == 10
 
 
+@pytest.mark.filterwarnings("ignore::polars.exceptions.PolarsInefficientMapWarning")
 def test_untranslatable_predicates_are_still_applied(Reading: Any, rows: list[Any], commands: Any) -> None:  # noqa: N803
     everything = Reading.filter().load_polars()
     udf = pl.col("sensor").map_elements(lambda s: s.endswith("3"), return_dtype=pl.Boolean)
