@@ -23,7 +23,6 @@ from .errors import (
 )
 from .expr import Expr, col, fld
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
-from .stages import AggregationStages
 from .model import (
     LedgerModel,
     Persistable,
@@ -31,6 +30,7 @@ from .model import (
     declare_persist_db,
     declare_timeseries,
 )
+from .stages import AggregationStages
 
 __version__ = "0.1.0"
 
@@ -45,8 +45,8 @@ def scan_collection(db: str, collection: str, *, schema: object) -> object:
     return _scan(db, collection, schema=schema)
 
 __all__ = [
-    "AggregationStages",
     "CODEC_OPTIONS",
+    "AggregationStages",
     "ConnectionFailedError",
     "DocumentValidationError",
     "DuplicateKeyError",

@@ -91,7 +91,7 @@ def demo() -> None:
             for n, a, act in [("Bob", 25, True), ("Carol", 41, False), ("Dan", 19, True)]
         ]
     )
-    active = User.filter((lm.fld["age"] > 25) & (lm.fld["is_active"] == True)).load_many()  # noqa: E712
+    active = User.filter((lm.fld["age"] > 25) & (lm.fld["is_active"] == True)).load_many()
     _show("active users older than 25", [u.name for u in active])
     oldest = User.filter().sort("age", descending=True).limit(2)
     _show("two oldest", [u.name for u in oldest.load_many()])

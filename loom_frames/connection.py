@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pymongo
+from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
 from bson.decimal128 import Decimal128
-from bson.binary import UuidRepresentation
 from pymongo.errors import PyMongoError
 
 from .errors import ConnectionFailedError, EmbeddedServerError
@@ -210,7 +210,8 @@ class _EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # only prctl() runs between fork and exec: no lock a thread may hold
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         server = cls(process, port, log)
         atexit.register(server.stop)

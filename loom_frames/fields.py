@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from bson import ObjectId
 from pydantic import AfterValidator, Field, PlainSerializer
@@ -130,7 +130,7 @@ class Increment(int):
 
     base: Counter
 
-    def __new__(cls, value: int, *, base: Counter) -> Increment:
+    def __new__(cls, value: int, *, base: Counter) -> Self:
         obj = super().__new__(cls, value)
         obj.base = base
         return obj

@@ -22,8 +22,8 @@ import pyarrow as pa
 from .errors import PlanError
 from .expr import Expr
 from .expr import nodes as n
-from .expr.bind import Kind, kind_of
-from .schema import Column, ModelResolver, columns_from_arrow, model_columns
+from .expr.bind import kind_of
+from .schema import Column, ModelResolver, arrow_type_of, columns_from_arrow, model_columns
 
 if TYPE_CHECKING:
     from .model import Persistable
@@ -202,7 +202,7 @@ def _computed(frame: Frame, name: str, expr: Expr) -> Column:
     if source is not None:
         return _renamed(source, name, keep_key=False)
     kind = kind_of(node)
-    arrow = _ARROW_OF_KIND.get(kind)
+    arrow = arrow_type_of(kind)
     if arrow is None:
         raise PlanError(
             f"{frame.name}: cannot tell the column type of {expr!r} ({kind.value}). "
@@ -233,15 +233,6 @@ def _source_column(frame: Frame, node: n.Node) -> Column | None:
     return col
 
 
-_ARROW_OF_KIND: dict[Kind, pa.DataType] = {
-    Kind.INT: pa.int64(),
-    Kind.FLOAT: pa.float64(),
-    Kind.STR: pa.string(),
-    Kind.BOOL: pa.bool_(),
-    Kind.DATETIME: pa.timestamp("ms", tz="UTC"),
-    Kind.DATE: pa.date32(),
-    Kind.OBJECTID: pa.string(),
-}
 
 
 # ------------------------------------------------------------------------ commands

@@ -83,6 +83,7 @@ __all__ = [
     "Column",
     "ModelResolver",
     "arrow_schema",
+    "arrow_type_of",
     "columns_from_arrow",
     "model_columns",
     "model_projection",
@@ -165,6 +166,15 @@ class Column:
 
 # ---------------------------------------------------------------------------- models
 _columns_cache: "weakref.WeakKeyDictionary[type, tuple[Column, ...]]" = weakref.WeakKeyDictionary()
+
+
+def arrow_type_of(kind: Kind) -> pa.DataType | None:
+    """The frame type of a computed value of ``kind`` (None for kinds without one).
+
+    >>> str(arrow_type_of(Kind.DATETIME))
+    'timestamp[ms, tz=UTC]'
+    """
+    return _ARROW_OF_KIND.get(kind)
 
 
 def model_columns(model: type[BaseModel]) -> tuple[Column, ...]:

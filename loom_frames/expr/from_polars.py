@@ -98,7 +98,7 @@ class _Translator:
             raise _Untranslatable
         (kind, body), = node.items()
         if kind == "Column":  # a bare boolean column
-            return self.column(node) == True  # noqa: E712
+            return self.column(node) == True
         if kind == "BinaryExpr":
             return self.binary(body)
         if kind == "Function":
@@ -130,7 +130,7 @@ class _Translator:
         }[op](value)
         if kind is Kind.FLOAT and op in ("Gt", "GtEq", "NotEq"):
             # NaN is the largest float in Polars, and matches no range in MongoDB.
-            result = result | (column == math.nan)
+            result = result | (column == math.nan)  # noqa: PLW0177 - builds an expression
         return result
 
     def function(self, body: dict[str, Any]) -> Expr:
@@ -210,14 +210,13 @@ def _evaluate(node: Any) -> Any:
     try:
         expr = pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
         values = pl.select(expr).to_series().to_list()
-    except Exception as exc:  # noqa: BLE001 - undecodable literal: keep it local
+    except Exception as exc:
         raise _Untranslatable from exc
     if len(values) != 1:
         raise _Untranslatable
     value = values[0]
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None or value.microsecond % 1000:
-            raise _Untranslatable  # naive or finer than MongoDB's milliseconds
+    if isinstance(value, _dt.datetime) and (value.tzinfo is None or value.microsecond % 1000):
+        raise _Untranslatable  # naive or finer than MongoDB's milliseconds
     return value
 
 
