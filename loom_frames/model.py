@@ -94,15 +94,24 @@ class PersistConfig:
         return f"{self.db_name}_test" if self.test else self.db_name
 
 
-def _holds_datetime(annotation: Any) -> bool:
+def _holds_datetime(annotation: Any, _seen: frozenset[type] = frozenset()) -> bool:
     if annotation is _dt.datetime:
         return True
-    return any(_holds_datetime(arg) for arg in typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in _seen:
+            return False
+        seen = _seen | {annotation}
+        return any(_holds_datetime(f.annotation, seen) for f in annotation.model_fields.values())
+    return any(_holds_datetime(arg, _seen) for arg in typing.get_args(annotation))
 
 
 def _normalise_time_value(value: Any) -> Any:
     if isinstance(value, _dt.datetime):
         return normalize_datetime(value)
+    if isinstance(value, BaseModel):  # nested models hold what a load returns, too
+        for name, item in value.__dict__.items():
+            value.__dict__[name] = _normalise_time_value(item)
+        return value
     if isinstance(value, list):
         return [_normalise_time_value(v) for v in value]
     if isinstance(value, dict):
@@ -157,7 +166,7 @@ class Persistable(BaseModel):
         infos: dict[str, FieldInfo] = {}
         datetimes: list[str] = []
         for name, info in cls.model_fields.items():
-            key = info.alias or name
+            key = info.serialization_alias or info.alias or name  # what model_dump writes
             infos[name] = FieldInfo(
                 name,
                 key,
@@ -468,7 +477,8 @@ def declare_timeseries(
                     f"{label} {name!r} is not a field of {cls.__name__}."
                     + did_you_mean(name, cls.model_fields)
                 )
-        if not _holds_datetime(cls.model_fields[timekey].annotation):
+        annotation = cls.model_fields[timekey].annotation
+        if not (annotation is _dt.datetime or _dt.datetime in typing.get_args(annotation)):
             raise ModelDeclarationError(
                 f"timekey {timekey!r} of {cls.__name__} must be a datetime field"
             )

@@ -331,7 +331,8 @@ def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
 def _schema(frame: Frame) -> pa.Schema | None:
     if frame.columns is None:
         return None
-    return pa.schema([c.arrow_field() for c in frame.columns])
+    return pa.schema([c.arrow_field() for c in frame.columns],
+                     metadata={b"loom.model": frame.name.encode()})
 
 
 def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:

@@ -412,3 +412,19 @@ def test_ledger_persist_always_inserts(db_name: str, db: Any) -> None:
     ids = AuditLog.persist_many([AuditLog(action="view", user_id="1"),
                                  AuditLog(action="click", user_id="1")])
     assert len(set(ids)) == 2 and db.logs.count_documents({}) == 4
+
+
+def test_nested_model_datetimes_are_normalised_too(db_name: str) -> None:
+    class Stamp(BaseModel):
+        when: dt.datetime
+
+    @declare_persist_db(db_name=db_name, collection_name="stamps")
+    class Stamped(Persistable):
+        stamp: Stamp
+        history: list[Stamp] = []
+
+    naive = dt.datetime(2024, 1, 1, 12, 0, 0, 123456)
+    obj = Stamped(stamp=Stamp(when=naive), history=[Stamp(when=naive)]).persist()
+    expected = dt.datetime(2024, 1, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
+    assert obj.stamp.when == expected and obj.history[0].when == expected
+    assert Stamped.from_id(obj.id) == obj
