@@ -598,12 +598,9 @@ def _case(arr: pa.Array, vectorised: Callable[..., Any], python: Callable[[str],
     ascii_ = pc.fill_null(pc.string_is_ascii(arr), True)
     if pc.all(ascii_).as_py():
         return out
-    rows = np.flatnonzero(~ascii_.to_numpy(zero_copy_only=False))
-    fixed = [python(s) for s in arr.take(pa.array(rows)).to_pylist()]
-    values = out.to_pylist()
-    for row, text in zip(rows.tolist(), fixed, strict=True):
-        values[row] = text
-    return pa.array(values, type=pa.large_string())
+    mask = pc.invert(ascii_)
+    fixed = [python(s) for s in arr.filter(mask).to_pylist()]
+    return pc.replace_with_mask(out, mask, pa.array(fixed, type=pa.large_string()))
 
 
 def _ints(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:

@@ -76,7 +76,7 @@ __all__ = [
     "upsert_dataframe",
 ]
 
-DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_BATCH_SIZE = 10_000
 """Rows per write command (and per key lookup of an upsert)."""
 
 MAX_BATCH_ROWS = 100_000
@@ -269,6 +269,7 @@ def _batches(
         stop = min(n, start + rows)
         if run.gave_up:
             run.fail_rows(np.arange(start, stop), NOT_ATTEMPTED, run.give_up_message)
+            run.advance(stop - start)
             start = stop
             continue
         docs, lengths = frame.documents(start, stop)
@@ -280,6 +281,7 @@ def _batches(
                     f"the document is {lengths[i]} bytes; MongoDB stores at most "
                     f"{MAX_DOCUMENT_BYTES}",
                 )
+            run.advance(int(big.sum()))
         for lo, hi in _split_by_bytes(lengths, big):
             keep = ~big[lo:hi]
             if keep.all():

@@ -403,6 +403,18 @@ def test_batches_are_bounded_by_rows_and_bytes(
     assert [len(c["documents"]) for c in commands.named("insert")] == [2, 2, 2, 2, 2]
 
 
+def test_an_oversized_row_fails_alone(
+    User: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(write, "MAX_DOCUMENT_BYTES", 200)
+    df = pl.DataFrame({"name": ["short", "x" * 300, "fine"], "email": ["e"] * 3, "age": [1, 2, 3]})
+    result = User.insert_dataframe(df, on_error="report", progress=True)
+    assert result.inserted == 2
+    assert [(f.row, f.code) for f in result.failed] == [(1, write.DOCUMENT_TOO_LARGE)]
+    assert sorted(d["name"] for d in stored(User)) == ["fine", "short"]
+    assert "User: 3/3 rows" in capsys.readouterr().err
+
+
 def test_ledger_inserts_and_refuses_upserts(db_name: str) -> None:
     @declare_persist_db(db_name=db_name, collection_name="logs")
     class Log(LedgerModel):
@@ -733,3 +745,12 @@ def test_insert_then_load_polars_round_trips(db_name: str, rows: list[dict[str, 
     ).select(["s", "low", "i", "f", "b", "t"])
     assert loaded["id"].to_list() == result.ids.to_list()
     assert_frame_equal(loaded.select(expected.columns), expected, check_exact=True)
+
+
+def test_model_entry_points_share_the_write_defaults() -> None:
+    import inspect
+
+    for verb in ("insert_dataframe", "upsert_dataframe"):
+        params = inspect.signature(getattr(Persistable, verb)).parameters
+        assert params["batch_size"].default == write.DEFAULT_BATCH_SIZE
+        assert params["extra"].default == "raise" and params["on_error"].default == "raise"
