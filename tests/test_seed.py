@@ -148,3 +148,16 @@ def test_guide_end_to_end(guide: Any) -> None:
     table = User.filter().load_table()
     assert len(df) == 3 and pdf.height == 3 and table.num_rows == 3  # test:
     assert sorted(pdf["name"].to_list()) == ["Alice", "Bob", "Cy"]  # test:
+
+    # ---- Dataframe Integration / Inserting Dataframes
+    import pandas as pd
+
+    df = pd.DataFrame({
+        "name": ["Bob", "Charlie"],
+        "email": ["bob@example.com", "charlie@example.com"],
+        "age": [25, 35]
+    })
+
+    User.insert_dataframe(df)
+    assert User.filter(lm.fld['name'] == "Charlie").load_one().age == 35  # test:
+    assert User.filter().count() == 5  # test:
