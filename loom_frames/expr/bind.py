@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from bson import Decimal128, ObjectId
 
 from ..errors import FieldNotFoundError, InvalidExpressionError, did_you_mean
+from ..fields import normalize_datetime as _normalize_time
 from . import nodes as n
 
 __all__ = [
@@ -146,18 +147,13 @@ def _ref_for(name: str, kind: Kind) -> FieldRef:
 
 
 def normalize_datetime(value: Any) -> Any:
-    """Naive -> UTC, aware -> converted to UTC, floored to whole milliseconds.
+    """The project's time rule (:func:`loom_frames.fields.normalize_datetime`) for a
+    literal of any type: datetimes normalised, anything else returned as it is.
 
     >>> normalize_datetime(_dt.datetime(2024, 5, 1, 12, 0, 0, 123456))
     datetime.datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=datetime.timezone.utc)
     """
-    if not isinstance(value, _dt.datetime):
-        return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.UTC)
-    elif value.tzinfo is not _dt.UTC:
-        value = value.astimezone(_dt.UTC)
-    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+    return _normalize_time(value) if isinstance(value, _dt.datetime) else value
 
 
 # ---------------------------------------------------------------------------- kinds
