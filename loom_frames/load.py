@@ -41,9 +41,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import bson
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -59,7 +61,9 @@ from ._validity import (
 )
 from .connection import CODEC_OPTIONS
 from .errors import ConnectionFailedError, DocumentValidationError, PlanError, did_you_mean
+from .execute import WHOLE_RESULT_BATCH
 from .expr.bind import Kind
+from .progress import Progress, Reporter, check_progress
 from .schema import Column, columns_from_arrow, projection_of, schema_name
 
 __all__ = [
@@ -89,6 +93,7 @@ class _ReadPlan:
     frame_schema: pa.Schema
     storage: Any  # pymongoarrow.schema.Schema of storage keys and types
     projection: dict[str, Any]
+    projection_bson: Any  # the same, encoded once (RawBSONDocument): sent on every read
     has_report: bool
     name: str  # the model name (or "the frame schema") for messages
 
@@ -133,7 +138,10 @@ def _build_plan(schema: pa.Schema) -> _ReadPlan:
         typemap[REPORT_KEY] = pa.list_(pa.string())
         projection[REPORT_KEY] = report
     name = schema_name(schema) or "the frame schema"
-    return _ReadPlan(columns, schema, Schema(typemap), projection, report is not None, name)
+    encoded = RawBSONDocument(bson.encode(projection, codec_options=CODEC_OPTIONS))
+    return _ReadPlan(
+        columns, schema, Schema(typemap), projection, encoded, report is not None, name
+    )
 
 
 def _storage_type(col: Column) -> pa.DataType:
@@ -192,17 +200,14 @@ class _Source:
     def namespace(self) -> str:
         return f"{self.collection.database.name}.{self.collection.name}"
 
-    def cursor(self, projection: dict[str, Any]) -> Any:
+    def cursor(self, projection: Mapping[str, Any]) -> Any:
         """A raw-batch cursor over the documents, projected."""
+        batch_size = self.batch_size or WHOLE_RESULT_BATCH
         if self.pipeline is not None:
-            kwargs = dict(self.options)
-            if self.batch_size:
-                kwargs["batchSize"] = self.batch_size
+            kwargs = {"batchSize": batch_size, **self.options}
             stages = [*self.pipeline, {"$project": projection}]
             return self.collection.aggregate_raw_batches(stages, **kwargs)
-        kwargs = dict(self.options)
-        if self.batch_size:
-            kwargs["batch_size"] = self.batch_size
+        kwargs = {"batch_size": batch_size, **self.options}
         if self.sort:
             kwargs["sort"] = self.sort
         return self.collection.find_raw_batches(
@@ -257,13 +262,16 @@ def find_table(
     limit: int = 0,
     on_invalid: OnInvalid = "raise",
     batch_size: int | None = None,
+    progress: Progress = "auto",
     **options: Any,
 ) -> pa.Table:
     """Run one ``find`` and return its documents as a table of exactly ``schema``.
 
     ``filter`` and ``sort`` use storage keys (``_id``, aliases); ``sort`` is a list of
     ``(key, direction)`` pairs as pymongo takes it. Other keyword options (``hint``,
-    ``collation``, ``max_time_ms``, ``comment``, ...) go to ``find``.
+    ``collation``, ``max_time_ms``, ``comment``, ...) go to ``find``. ``progress``: a bar
+    of bytes received when the result spans several server batches (see
+    :mod:`loom_frames.progress`).
 
     >>> from loom_frames.schema import arrow_schema
     >>> table = find_table(  # doctest: +SKIP
@@ -273,8 +281,9 @@ def find_table(
     ['id', 'created_at', 'updated_time', 'name', 'email', 'age', 'is_active']
     """
     _check_on_invalid(on_invalid)
+    check_progress(progress)
     source = _Source(collection, filter, sort, skip, limit, None, batch_size, options)
-    (table,) = _read(source, _plan(schema), on_invalid, per_batch=False)
+    (table,) = _read(source, _plan(schema), on_invalid, progress, per_batch=False)
     return table
 
 
@@ -285,6 +294,7 @@ def aggregate_table(
     *,
     on_invalid: OnInvalid = "raise",
     batch_size: int | None = None,
+    progress: Progress = "auto",
     **options: Any,
 ) -> pa.Table:
     """Run an aggregation and return its output documents as a table of ``schema``.
@@ -299,6 +309,7 @@ def aggregate_table(
     [{'_id': True, 'avg_age': 31.5}, {'_id': False, 'avg_age': 40.0}]
     """
     _check_on_invalid(on_invalid)
+    check_progress(progress)
     stages = list(pipeline)
     if stages and ("$out" in stages[-1] or "$merge" in stages[-1]):
         raise PlanError(
@@ -306,7 +317,7 @@ def aggregate_table(
             "Hint: run it with the collection's aggregate(), then load the target."
         )
     source = _Source(collection, None, None, 0, 0, stages, batch_size, options)
-    (table,) = _read(source, _plan(schema), on_invalid, per_batch=False)
+    (table,) = _read(source, _plan(schema), on_invalid, progress, per_batch=False)
     return table
 
 
@@ -321,6 +332,7 @@ def iter_batches(
     limit: int = 0,
     on_invalid: OnInvalid = "raise",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress = "auto",
     **options: Any,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a find (or, with ``pipeline``, an aggregation) as record batches.
@@ -333,6 +345,7 @@ def iter_batches(
     123456
     """
     _check_on_invalid(on_invalid)
+    check_progress(progress)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if pipeline is not None and (filter or sort or skip or limit):
@@ -347,7 +360,7 @@ def iter_batches(
         batch_size,
         options,
     )
-    for table in _read(source, _plan(schema), on_invalid, per_batch=True):
+    for table in _read(source, _plan(schema), on_invalid, progress, per_batch=True):
         yield from table.to_batches(max_chunksize=batch_size)
 
 
@@ -360,7 +373,8 @@ def _check_on_invalid(on_invalid: str) -> None:
 
 
 def _read(
-    source: _Source, plan: _ReadPlan, on_invalid: OnInvalid, *, per_batch: bool
+    source: _Source, plan: _ReadPlan, on_invalid: OnInvalid, progress: Progress, *,
+    per_batch: bool,
 ) -> Iterator[pa.Table]:
     from pymongoarrow.context import PyMongoArrowContext
 
@@ -371,12 +385,14 @@ def _read(
         return PyMongoArrowContext(plan.storage, codec_options=codec, allow_invalid=allow_invalid)
 
     ctx = context()
-    with _server_errors(source), source.cursor(plan.projection) as cursor:
+    reporter = Reporter(progress, f"reading {source.namespace}", None, "B")
+    with _server_errors(source), source.cursor(plan.projection_bson) as cursor, reporter:
         for raw in cursor:
             try:
                 ctx.process_bson_stream(raw)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise _locate(source, plan, str(exc), keys=_suspects(plan, str(exc))) from exc
+            reporter.update(len(raw))
             if per_batch:
                 yield _finish(ctx.finish(), source, plan, on_invalid)
                 ctx = context()

@@ -21,10 +21,11 @@ import datetime as _dt
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Self, TypeVar
 
 from bson import ObjectId
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 from pymongo import IndexModel
 
 from .errors import ModelDeclarationError, did_you_mean
@@ -52,6 +53,10 @@ __all__ = [
 GRANULARITIES = ("seconds", "minutes", "hours")
 
 M = TypeVar("M", bound="Persistable")
+
+STORED = MappingProxyType({"loom_frames": "stored document"})
+"""Validation context of a document read back from MongoDB (see ``persist.hydrate``):
+its datetimes are already UTC milliseconds, so the time rule has nothing to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +185,11 @@ class Persistable(BaseModel):
         cls.__loom_datetime_fields__ = tuple(datetimes)
 
     @model_validator(mode="after")
-    def _normalise_datetimes(self) -> Self:
+    def _normalise_datetimes(self, info: ValidationInfo) -> Self:
         # One call per object (not per field): naive -> UTC, floor to milliseconds.
+        # A stored document decoded from BSON already holds UTC milliseconds.
+        if info.context is STORED:
+            return self
         values = self.__dict__
         for name in self.__loom_datetime_fields__:
             value = values[name]
@@ -312,7 +320,7 @@ class Persistable(BaseModel):
         df: Any,
         *,
         batch_size: int = 10_000,
-        progress: Any = False,
+        progress: Any = "auto",
         extra: str = "raise",
         on_error: str = "raise",
     ) -> Any:
@@ -339,7 +347,7 @@ class Persistable(BaseModel):
         on: Sequence[str] | str,
         *,
         batch_size: int = 10_000,
-        progress: Any = False,
+        progress: Any = "auto",
         extra: str = "raise",
         on_error: str = "raise",
     ) -> Any:

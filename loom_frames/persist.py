@@ -36,7 +36,7 @@ from .errors import (
     WriteFailedError,
 )
 from .fields import Role, normalize_datetime, to_object_id, utc_now
-from .model import LedgerModel, Persistable, TimeSeriesLedgerModel
+from .model import STORED, LedgerModel, Persistable, TimeSeriesLedgerModel
 
 __all__ = [
     "collection_for",
@@ -148,7 +148,7 @@ def hydrate(model: type[Persistable], doc: dict[str, Any]) -> Persistable:
     form, so hydrating costs one ``model_validate`` and nothing more.
     """
     try:
-        obj = model.model_validate(doc)
+        obj = model.model_validate(doc, context=STORED)
     except ValueError as exc:
         raise DocumentValidationError(
             f"document _id={doc.get('_id')!r} in {model.persist_config().collection_name} "

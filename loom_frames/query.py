@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .model import Persistable
+    from .progress import Progress
 
 __all__ = ["Explain", "GroupedQuery", "Query"]
 
@@ -248,23 +249,33 @@ class Query:
 
         return execute.count(self._collection(), self._first(1).compile()) > 0
 
-    def load_table(self, *, on_invalid: str = "raise") -> pa.Table:
-        """The rows as a PyArrow table of the model's (or plan's) schema."""
+    def load_table(self, *, on_invalid: str = "raise", progress: Progress = "auto") -> pa.Table:
+        """The rows as a PyArrow table of the model's (or plan's) schema.
+
+        ``on_invalid="null"`` loads values that do not fit the schema as null (default:
+        raise, naming the model, field, ``_id`` and value). ``progress``: a bar of bytes
+        received when the result spans several server batches in an interactive session
+        (``"auto"``), ``True``/``False``, or a callable (see :mod:`loom_frames.progress`).
+        """
         from . import execute
 
-        return execute.table(self._collection(), self.compile(), on_invalid=on_invalid)
+        return execute.table(self._collection(), self.compile(), on_invalid=on_invalid,
+                             progress=progress)
 
-    def load_polars(self, *, on_invalid: str = "raise") -> pl.DataFrame:
-        """The rows as a Polars DataFrame."""
+    def load_polars(self, *, on_invalid: str = "raise", progress: Progress = "auto"
+                    ) -> pl.DataFrame:
+        """The rows as a Polars DataFrame (options as :meth:`load_table`)."""
         from .load import to_frame
 
-        return to_frame(self.load_table(on_invalid=on_invalid), "polars")
+        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "polars")
 
-    def load_dataframe(self, *, on_invalid: str = "raise") -> pd.DataFrame:
-        """The rows as a pandas DataFrame (nullable dtypes, tz-aware UTC datetimes)."""
+    def load_dataframe(self, *, on_invalid: str = "raise", progress: Progress = "auto"
+                       ) -> pd.DataFrame:
+        """The rows as a pandas DataFrame (nullable dtypes, tz-aware UTC datetimes;
+        options as :meth:`load_table`)."""
         from .load import to_frame
 
-        return to_frame(self.load_table(on_invalid=on_invalid), "pandas")
+        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "pandas")
 
     def scan(self) -> pl.LazyFrame:
         """This query as a Polars LazyFrame source with projection, predicate and limit
@@ -273,12 +284,14 @@ class Query:
 
         return scan_query(self)
 
-    def iter_batches(self, batch_size: int = 65_536, *, on_invalid: str = "raise") -> Iterator[pa.RecordBatch]:
+    def iter_batches(
+        self, batch_size: int = 65_536, *, on_invalid: str = "raise", progress: Progress = "auto"
+    ) -> Iterator[pa.RecordBatch]:
         """Stream the rows as Arrow record batches of at most ``batch_size`` rows."""
         from . import execute
 
         return execute.batches(self._collection(), self.compile(), batch_size=batch_size,
-                            on_invalid=on_invalid)
+                               on_invalid=on_invalid, progress=progress)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -40,8 +40,7 @@ from __future__ import annotations
 
 import datetime
 import math
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,6 +60,7 @@ from .expr.bind import Kind
 from .fields import Role, utc_now
 from .model import LedgerModel, Persistable
 from .persist import collection_for
+from .progress import Progress, Reporter, check_progress
 from .schema import Column, model_columns
 
 __all__ = [
@@ -110,7 +110,6 @@ _GIVE_UP_AFTER = 2  # consecutive batches lost to connection failures
 
 OnError = Literal["raise", "report"]
 Extra = Literal["raise", "ignore"]
-Progress = bool | Callable[[int, int], Any]
 
 
 # ------------------------------------------------------------------ results
@@ -178,26 +177,30 @@ def insert_dataframe(
     df: Any,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress = False,
+    progress: Progress = "auto",
     extra: Extra = "raise",
     on_error: OnError = "raise",
 ) -> WriteResult:
     """Insert every row of ``df`` as a new document of ``model``.
 
     Rows with an ``id`` keep it; the others get new ObjectIds. Unordered batches of at
-    most ``batch_size`` rows and 16 MiB. ``progress=True`` prints rows written to stderr;
-    a callable gets ``(rows_done, rows_total)`` after each batch.
+    most ``batch_size`` rows and 16 MiB. ``progress``: a bar when the frame spans several
+    batches and the session is interactive (``"auto"``), always (``True``), never
+    (``False``), or a callable getting ``(rows_done, rows_total)`` after each batch (see
+    :mod:`loom_frames.progress`).
 
     >>> User.insert_dataframe(pd.DataFrame({"name": ["Bob"], "email": ["Bob@X.org"], "age": [25]}))  # doctest: +SKIP
     WriteResult(inserted=1, updated=0, unchanged=0, failed=0)
     """
-    _check_options(batch_size, on_error)
+    _check_options(batch_size, on_error, progress)
     table, backend, index = frame_to_arrow(df)
     frame = prepare(model, table, extra=extra, now=utc_now())
-    run = _Run(model, frame, progress)
+    run = _Run(model, frame, Reporter(progress, f"{model.__name__}: insert", frame.num_rows,
+                                      "rows"))
     coll = collection_for(model)
-    for rows, docs in _batches(frame, batch_size, run):
-        run.insert(coll, docs, rows)
+    with run.reporter:
+        for rows, docs in _batches(frame, batch_size, run):
+            run.insert(coll, docs, rows)
     return run.finish(frame.ids, backend, index, on_error, "insert_dataframe")
 
 
@@ -207,7 +210,7 @@ def upsert_dataframe(
     on: Sequence[str] | str,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress = False,
+    progress: Progress = "auto",
     extra: Extra = "raise",
     on_error: OnError = "raise",
 ) -> WriteResult:
@@ -225,20 +228,23 @@ def upsert_dataframe(
             f"{model.__name__} is a ledger (append-only): upserting would rewrite history. "
             f"Hint: use {model.__name__}.insert_dataframe(df)."
         )
-    _check_options(batch_size, on_error)
+    _check_options(batch_size, on_error, progress)
     keys = _key_columns(model, on)
     table, backend, index = frame_to_arrow(df)
     frame = prepare(model, table, extra=extra, now=utc_now())
     _check_frame_keys(frame, keys)
-    run = _Run(model, frame, progress)
+    run = _Run(model, frame, Reporter(progress, f"{model.__name__}: upsert", frame.num_rows,
+                                      "rows"))
     coll = collection_for(model)
     upsert = _Upsert(model, frame, keys, run)
-    for rows, docs in _batches(frame, batch_size, run):
-        upsert.batch(coll, rows, docs)
+    with run.reporter:
+        for rows, docs in _batches(frame, batch_size, run):
+            upsert.batch(coll, rows, docs)
     return run.finish(upsert.ids, backend, index, on_error, "upsert_dataframe")
 
 
-def _check_options(batch_size: int, on_error: str) -> None:
+def _check_options(batch_size: int, on_error: str, progress: Any) -> None:
+    check_progress(progress)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
         1 <= batch_size <= MAX_BATCH_ROWS
     ):
@@ -311,10 +317,10 @@ def _split_by_bytes(lengths: np.ndarray, big: np.ndarray) -> Iterator[tuple[int,
 class _Run:
     """Counts, failed rows, progress and connection-loss bookkeeping of one write."""
 
-    def __init__(self, model: type[Persistable], frame: PreparedFrame, progress: Progress):
+    def __init__(self, model: type[Persistable], frame: PreparedFrame, reporter: Reporter):
         self.model = model
         self.frame = frame
-        self.progress = progress
+        self.reporter = reporter
         self.inserted = 0
         self.updated = 0
         self.unchanged = 0
@@ -322,7 +328,6 @@ class _Run:
         self.lost_in_a_row = 0
         self.gave_up = False
         self.give_up_message = ""
-        self.done = 0
 
     def hex_id(self, row: int) -> str:
         return bytes(self.frame.ids[row]).hex()
@@ -383,14 +388,7 @@ class _Run:
             self.advance(len(docs))
 
     def advance(self, rows: int) -> None:
-        self.done += rows
-        total = self.frame.num_rows
-        if callable(self.progress):
-            self.progress(self.done, total)
-        elif self.progress:
-            end = "\n" if self.done >= total else ""
-            print(f"\r{self.model.__name__}: {self.done:,}/{total:,} rows", end=end,
-                  file=sys.stderr, flush=True)
+        self.reporter.update(rows)
 
     def finish(self, ids: np.ndarray, backend: Backend, index: Any, on_error: OnError,
                verb: str) -> WriteResult:

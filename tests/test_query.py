@@ -99,6 +99,51 @@ def test_load_many_after_projection_is_a_clear_error(Item: Any, items: list[Any]
         Item.filter().group_by("cat").agg(n=fld["a"].count()).load_many()
 
 
+def test_a_whole_load_is_one_round_trip(Item: Any, commands: Any) -> None:
+    # MongoDB's first batch is 101 documents unless asked: a load that keeps everything
+    # asks for a large one, and saves a getMore round trip.
+    Item.persist_many([Item(a=i) for i in range(300)])
+    commands.clear()
+    assert Item.filter().load_table().num_rows == 300
+    assert len(Item.filter().load_many()) == 300
+    assert Item.agg(AggregationStages().match({})).load_many()[0]["a"] == 0
+    assert [c["name"] for c in commands.commands] == ["find", "find", "aggregate"]
+    assert commands.returned == 900
+    commands.clear()
+    assert [b.num_rows for b in Item.filter().iter_batches(batch_size=200)] == [200, 100]
+    assert [c["name"] for c in commands.commands] == ["find", "getMore"]  # as asked
+
+
+def test_load_many_pauses_the_garbage_collector_and_restores_it(
+    Item: Any, items: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from loom_frames import execute
+
+    during: list[bool] = []
+    real = execute.hydrate
+
+    def watching(model: Any, doc: Any) -> Any:
+        during.append(gc.isenabled())
+        return real(model, doc)
+
+    monkeypatch.setattr(execute, "hydrate", watching)
+    assert gc.isenabled()
+    assert len(Item.filter().load_many()) == 8
+    assert during == [False] * 8 and gc.isenabled()
+    Item.collection().insert_one({"a": "not an int"})
+    with pytest.raises(lm.DocumentValidationError, match="not an int"):
+        Item.filter().load_many()
+    assert gc.isenabled()  # restored after a failure too
+    gc.disable()
+    try:
+        Item.filter(fld["a"] >= 0).load_many()
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
+
+
 def test_typos_fail_when_the_query_is_built(Item: Any) -> None:  # noqa: N803
     with pytest.raises(lm.FieldNotFoundError, match="did you mean 'cat'"):
         Item.filter(fld["cta"] == "a")
