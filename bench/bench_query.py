@@ -9,7 +9,8 @@ Server: SecantusDB as its own process (``secantusd-py``, in memory). N documents
 * a group-by over all documents: documents returned = groups;
 * a 1%-selective filter: documents returned = 1% of the collection.
 
-Figures: client CPU seconds (``time.process_time``, median of ``--repeat`` runs), per
+Figures: client CPU seconds (``time.process_time``, median of ``--repeat`` runs; each
+method and its baseline run in turn, so a drift in the machine's speed hits both), per
 100k documents scanned, documents and bytes the server returned (counted by a command
 listener from the replies), ratio to the row's baseline.
 
@@ -19,6 +20,8 @@ Run: ``.venv/bin/python bench/bench_query.py [--docs 100000] [--repeat 5]``
 from __future__ import annotations
 
 import argparse
+import gc
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bson  # noqa: E402
 import pymongo  # noqa: E402
-from bench_load import User, make_docs, measure  # noqa: E402
+from bench_load import User, make_docs  # noqa: E402
 from pymongo import monitoring  # noqa: E402
 from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E402
 
@@ -70,6 +73,21 @@ class Returned(monitoring.CommandListener):
         self.docs = self.bytes = 0
 
 
+def interleaved(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
+    """Median client CPU seconds of each function, run in turn ``repeat`` times."""
+    for fn in fns:
+        fn()  # warm up
+    cpu: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            gc.collect()
+            start = time.process_time()
+            result = fn()
+            cpu[i].append(time.process_time() - start)
+            del result
+    return [statistics.median(c) for c in cpu]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000)
@@ -105,40 +123,46 @@ def run(uri: str, n: int, repeat: int) -> None:
     def validate_each() -> list[User]:
         return [User.model_validate(d) for d in coll.find(selective_doc)]
 
-    rows: list[tuple[str, str, Callable[[], Any], str | None]] = [
-        ("1% filter", "pymongoarrow find_arrow_all", lambda: find_arrow_all(coll, selective_doc, schema=storage), None),
-        ("1% filter", "load_table", lambda: User.filter(selective).load_table(), "pymongoarrow find_arrow_all"),
-        ("1% filter", "pymongoarrow find_polars_all", lambda: find_polars_all(coll, selective_doc, schema=storage), None),
-        ("1% filter", "load_polars", lambda: User.filter(selective).load_polars(), "pymongoarrow find_polars_all"),
-        ("1% filter", "pymongo + model_validate", validate_each, None),
-        ("1% filter", "load_many", lambda: User.filter(selective).load_many(), "pymongo + model_validate"),
-        ("all", "pymongoarrow find_arrow_all", lambda: find_arrow_all(coll, {}, schema=storage), None),
-        ("all", "load_table", lambda: User.filter().load_table(), "pymongoarrow find_arrow_all"),
-        ("all", "pymongoarrow find_polars_all", lambda: find_polars_all(coll, {}, schema=storage), None),
-        ("all", "load_polars", lambda: User.filter().load_polars(), "pymongoarrow find_polars_all"),
-        ("all", "pymongo + model_validate", lambda: [User.model_validate(d) for d in coll.find({})], None),
-        ("all", "load_many", lambda: User.filter().load_many(), "pymongo + model_validate"),
-        ("group-by", "group_by(status, is_active).agg(4 aggs)", lambda: User.filter().group_by(
-            "status", "is_active").agg(n=fld["age"].count(), mean_age=fld["age"].mean(),
-                                       max_score=fld["score"].max(), first=fld["name"].first()
-                                       ).load_polars(), None),
+    group_by = User.filter().group_by("status", "is_active").agg(
+        n=fld["age"].count(), mean_age=fld["age"].mean(), max_score=fld["score"].max(),
+        first=fld["name"].first())
+    # (rows, baseline name, baseline, ours name, ours): each pair is measured interleaved
+    # (baseline, ours, baseline, ours, ...) so drift in the machine's speed hits both.
+    pairs: list[tuple[str, str, Callable[[], Any], str, Callable[[], Any]]] = [
+        ("1% filter", "pymongoarrow find_arrow_all",
+         lambda: find_arrow_all(coll, selective_doc, schema=storage),
+         "load_table", lambda: User.filter(selective).load_table()),
+        ("1% filter", "pymongoarrow find_polars_all",
+         lambda: find_polars_all(coll, selective_doc, schema=storage),
+         "load_polars", lambda: User.filter(selective).load_polars()),
+        ("1% filter", "pymongo + model_validate", validate_each,
+         "load_many", lambda: User.filter(selective).load_many()),
+        ("all", "pymongoarrow find_arrow_all", lambda: find_arrow_all(coll, {}, schema=storage),
+         "load_table", lambda: User.filter().load_table()),
+        ("all", "pymongoarrow find_polars_all",
+         lambda: find_polars_all(coll, {}, schema=storage),
+         "load_polars", lambda: User.filter().load_polars()),
+        ("all", "pymongo + model_validate",
+         lambda: [User.model_validate(d) for d in coll.find({})],
+         "load_many", lambda: User.filter().load_many()),
     ]
     header = (f"{'rows':<10} {'method':<42} {'cpu s':>8} {'cpu s/100k':>10} {'docs back':>10} "
               f"{'bytes back':>12} {'ratio':>6}")
     print(header)
     print("-" * len(header))
-    cpu_of: dict[str, float] = {}
-    for label, name, fn, baseline in rows:
-        fn()  # warm up
-        cpu, _wall, result = measure(fn, repeat)
+
+    def row(label: str, name: str, cpu: float, fn: Callable[[], Any], ratio: str) -> None:
         listener.reset()
         fn()
-        cpu_of[label + name] = cpu
-        ratio = f"{cpu / cpu_of[label + baseline]:.2f}" if baseline else "base"
-        per_100k = cpu / n * 100_000
-        print(f"{label:<10} {name:<42} {cpu:>8.4f} {per_100k:>10.4f} {listener.docs:>10,} "
-              f"{listener.bytes:>12,} {ratio:>6}")
-        del result
+        print(f"{label:<10} {name:<42} {cpu:>8.4f} {cpu / n * 100_000:>10.4f} "
+              f"{listener.docs:>10,} {listener.bytes:>12,} {ratio:>6}")
+
+    for label, base_name, base_fn, name, fn in pairs:
+        base_cpu, cpu = interleaved([base_fn, fn], repeat)
+        row(label, base_name, base_cpu, base_fn, "base")
+        row(label, name, cpu, fn, f"{cpu / base_cpu:.2f}")
+    (cpu,) = interleaved([group_by.load_polars], repeat)
+    row("group-by", "group_by(status, is_active).agg(4 aggs)", cpu, group_by.load_polars, "-")
     time.sleep(0)
     client.close()
 

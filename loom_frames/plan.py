@@ -12,6 +12,7 @@ nothing leaves MongoDB that the result does not need.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ class Frame:
                 f"{self.name}: the columns after a raw pipeline are unknown. Hint: pass "
                 "schema= to agg(), or filter/sort before the pipeline."
             )
-        return ModelResolver(self.name, self.columns)
+        return _resolver_of(self.name, self.columns)
 
     def column(self, name: str) -> Column:
         """A top-level column by name (storage key accepted; ``id`` <-> ``_id``)."""
@@ -141,6 +142,13 @@ class Frame:
             if col.key == ref.path or col.name == ref.path:
                 return col
         raise PlanError(f"{self.name}: {name!r} is not a top-level column")
+
+
+@functools.lru_cache(maxsize=256)
+def _resolver_of(name: str, columns: tuple[Column, ...]) -> ModelResolver:
+    # Shared by every query over the same columns, so names resolve once (a model's
+    # columns are cached objects; derived frames' columns are new ones, and miss).
+    return ModelResolver(name, columns)
 
 
 def initial_frame(source: Source) -> Frame:
@@ -331,8 +339,15 @@ def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
 def _schema(frame: Frame) -> pa.Schema | None:
     if frame.columns is None:
         return None
-    return pa.schema([c.arrow_field() for c in frame.columns],
-                     metadata={b"loom.model": frame.name.encode()})
+    return _schema_of(frame.columns, frame.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_of(columns: tuple[Column, ...], name: str) -> pa.Schema:
+    # Cached: a model's columns are cached objects (compared by identity), so each plan
+    # over whole documents gets the same schema object, and so the loader's cached read
+    # plan without re-deriving it.
+    return pa.schema([c.arrow_field() for c in columns], metadata={b"loom.model": name.encode()})
 
 
 def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:

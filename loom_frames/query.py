@@ -19,8 +19,9 @@ names, not when the query runs.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlanError
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .model import Persistable
     from .progress import Progress
 
-__all__ = ["Explain", "GroupedQuery", "Query"]
+__all__ = ["Explain", "GroupedQuery", "Query", "summarised"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -59,6 +60,8 @@ class Query:
 
     source: Source
     steps: tuple[Step, ...] = ()
+    # The compiled command, once asked for (a query is immutable; replace() starts afresh).
+    _compiled: list[Command] = field(init=False, default_factory=list, repr=False)
 
     @classmethod
     def from_model(cls, model: type[Persistable]) -> Query:
@@ -176,7 +179,9 @@ class Query:
     # ------------------------------------------------------------------ inspecting
     def compile(self) -> Command:
         """The one MongoDB command this query runs."""
-        return compile_plan(self.source, self.steps)
+        if not self._compiled:
+            self._compiled.append(compile_plan(self.source, self.steps))
+        return self._compiled[0]
 
     def explain(self) -> Explain:
         """What runs where: the exact MongoDB command, and what (if anything) runs locally."""
@@ -334,11 +339,13 @@ class Explain:
     command: Command
 
     def lines(self) -> list[str]:
+        """The plan as text lines; the report field's expression is summarised (the full
+        command is ``self.command.to_dict()``)."""
         from .plan import _json
 
         cmd = self.command
         out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}"]
-        for key, value in cmd.to_dict().items():
+        for key, value in summarised(cmd.to_dict()).items():
             if key in (cmd.operation, "find", "aggregate"):
                 continue
             if key == "pipeline":
@@ -363,6 +370,27 @@ class Explain:
 
     def _repr_html_(self) -> str:
         return "<pre>" + html.escape(str(self)) + "</pre>"
+
+
+def summarised(value: Any) -> Any:
+    """``value`` with each wrong-type report expression replaced by a one-line summary."""
+    from ._validity import REPORT_KEY
+
+    if isinstance(value, Mapping):
+        return {
+            k: _report_summary(v) if k == REPORT_KEY else summarised(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [summarised(v) for v in value]
+    return value
+
+
+def _report_summary(expr: Any) -> str:
+    from .plan import _json
+
+    fields = sorted(set(re.findall(r'"[a-z]:([^"]+)"', _json(expr))))
+    return (f"<server-side type check of {', '.join(fields)}: absent when the document "
+            "fits>")
 
 
 def _positive(value: int, what: str, *, minimum: int) -> int:

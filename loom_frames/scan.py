@@ -103,6 +103,7 @@ def scan_query(query: Query) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
     from .load import to_frame
+    from .query import summarised
 
     command = query.compile()
     if command.schema is None:
@@ -128,14 +129,16 @@ def scan_query(query: Query) -> pl.LazyFrame:
             if df.height:
                 yield df
 
-    detail = command.to_dict()
+    detail = summarised(command.to_dict())
     detail.pop(command.operation, None)
     return register_io_source(
         source,
         schema=schema,
         is_pure=True,
         explain_name=f"MongoDB[{command.namespace}]",
-        explain_detail=f"{command.operation} {_short(detail)}",
+        # Polars fixes this text now; each collect then pushes its own columns, filter
+        # and limit into it (see pushdown()).
+        explain_detail=f"{command.operation} before pushdown {_short(detail)}",
     )
 
 

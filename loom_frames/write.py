@@ -422,14 +422,31 @@ def _failure_message(model: type[Persistable], verb: str, result: WriteResult) -
         f"  row {f.row} (id {f.id}): [{f.code}] {f.message}" for f in result.failed[:5]
     )
     more = f"\n  ... and {len(result.failed) - 5} more" if len(result.failed) > 5 else ""
+    codes = {f.code for f in result.failed}
+    hints = ["the error's .result lists every failed row"]
+    if codes & _DUPLICATE_KEY:
+        hints.append(
+            "a duplicate key clashes with a stored document on a unique index: change or "
+            "drop those rows, or upsert_dataframe(..., on=[that key]) to update the stored "
+            "documents instead"
+        )
+    if codes - _DUPLICATE_KEY:
+        hints.append(
+            "for the other rows, re-running upsert_dataframe(..., on=['id'] or your key) "
+            "with the same ids completes the collection without duplicates"
+            if codes & _DUPLICATE_KEY
+            else "re-running upsert_dataframe(..., on=['id'] or your key) with the same ids "
+            "completes the collection without duplicates"
+        )
+    hints.append("on_error='report' returns the result instead of raising")
     return (
         f"{verb}: {len(result.failed)} row(s) of {model.__name__} were not written "
         f"(inserted {result.inserted}, updated {result.updated}, unchanged "
-        f"{result.unchanged}):\n{shown}{more}\nHint: the error's .result lists every "
-        "failed row; re-running upsert_dataframe(..., on=['id'] or your key) with the same "
-        "ids completes the collection without duplicates. on_error='report' returns the "
-        "result instead of raising."
+        f"{result.unchanged}):\n{shown}{more}\nHint: " + "; ".join(hints) + "."
     )
+
+
+_DUPLICATE_KEY = frozenset({11000, 11001})
 
 
 # ------------------------------------------------------------------ upsert

@@ -172,6 +172,21 @@ def test_filter_sort_limit_is_one_find(Item: Any, items: list[Any], commands: An
     assert commands.returned == 1
 
 
+def test_a_query_shows_itself_as_its_plan(Item: Any) -> None:  # noqa: N803
+    q = Item.filter(fld["a"] > 1).sort("a").limit(3)
+    text = repr(q)
+    assert text.startswith("<Query Item>\nItem: one MongoDB find on ") and " at 0x" not in text
+    assert 'filter: {"a": {"$gt": 1}}' in text and "limit: 3" in text
+    assert "locally: type conversion" in text
+    # the wrong-type report field is summarised for reading; the command keeps it whole
+    assert '"__loom_report": "<server-side type check of a, x:' in text and "$let" not in text
+    assert "$let" in str(q.explain().command.to_dict()["projection"]["__loom_report"])
+    html = q._repr_html_()
+    assert html.startswith("<pre>") and "&quot;$gt&quot;" in html
+    grouped = Item.filter().group_by("cat").agg(n=fld["a"].count())
+    assert "$group" in repr(grouped) and "$let" not in repr(grouped)
+
+
 def test_select_is_the_find_projection(Item: Any, items: list[Any], commands: Any) -> None:  # noqa: N803
     frame = Item.filter(fld["a"] < 2).select("a", "cat").load_polars()
     assert frame.columns == ["a", "cat"] and frame["a"].to_list() == [0, 1]

@@ -58,7 +58,9 @@ def test_scan_is_lazy_and_typed(Reading: Any, commands: Any) -> None:  # noqa: N
     assert isinstance(lf, pl.LazyFrame)
     assert lf.collect_schema() == Reading.polars_schema()
     assert commands.named("find", "aggregate") == []  # nothing read before collect
-    assert "MongoDB[" in lf.explain()
+    plan = lf.explain()
+    assert "MongoDB[" in plan and "find before pushdown" in plan
+    assert '"__loom_report": "<server-side type check of' in plan and "$let" not in plan
 
 
 def test_typical_pipeline_pushes_filter_projection_and_limit(

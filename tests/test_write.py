@@ -380,6 +380,8 @@ def test_duplicate_ids_are_reported_per_row_never_dropped(User: Any) -> None:
     assert [(f.row, f.id, f.code) for f in result.failed] == [(0, str(taken), 11000), (3, twin, 11000)]
     assert "E11000" in result.failed[0].message
     assert "row 0 (id" in str(info.value) and "on_error='report'" in str(info.value)
+    assert "clashes with a stored document on a unique index" in str(info.value)
+    assert "re-running" not in str(info.value)  # a rerun would clash again
     assert User.collection().count_documents({}) == 3
     report = User.insert_dataframe(df, on_error="report")
     assert (report.inserted, report.failed_rows) == (1, [0, 1, 3])  # row 2: a new id
@@ -654,6 +656,8 @@ def test_the_error_carries_the_partial_result(User: Any, failpoint: Any) -> None
     with pytest.raises(FrameWriteError) as info:
         User.insert_dataframe(numbered(4), batch_size=2)
     assert info.value.result.inserted == 2 and info.value.result.failed_rows == [0, 1]
+    assert "re-running upsert_dataframe(..., on=['id'] or your key)" in str(info.value)
+    assert "unique index" not in str(info.value)
 
 
 def test_a_dropped_connection_reports_its_rows_and_a_rerun_completes(
