@@ -344,9 +344,9 @@ def _schema(frame: Frame) -> pa.Schema | None:
 
 @functools.lru_cache(maxsize=256)
 def _schema_of(columns: tuple[Column, ...], name: str) -> pa.Schema:
-    # Cached: a model's columns are cached objects (compared by identity), so each plan
-    # over whole documents gets the same schema object, and so the loader's cached read
-    # plan without re-deriving it.
+    # Cached: a model's columns are cached objects (compared by identity), so every plan
+    # over whole documents gets the same schema object, and the loader finds its read
+    # plan for it by identity instead of serialising the schema.
     return pa.schema([c.arrow_field() for c in columns], metadata={b"loom.model": name.encode()})
 
 

@@ -36,7 +36,9 @@ AUTO_DELAY = 1.0
 
 def check_progress(progress: Any) -> None:
     """Reject anything but the documented values (before any work starts)."""
-    if progress is True or progress is False or progress == "auto" or callable(progress):
+    if progress is True or progress is False or callable(progress) or (
+        isinstance(progress, str) and progress == "auto"
+    ):
         return
     raise ValueError(
         f"progress must be 'auto', True, False or a callable(done, total), got {progress!r}"
