@@ -110,12 +110,13 @@ def measure(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     return statistics.median(cpu), statistics.median(wall), result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(run: Callable[[str, int, int], None], doc: str, repeat: int) -> None:
+    """Parse ``--docs``/``--repeat``, then ``run(uri, docs, repeat)`` against SecantusDB
+    started as its own process (in memory), stopped afterwards."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=repeat)
     args = parser.parse_args()
-
     server = _EmbeddedServer.start(":memory:")
     try:
         run(server.uri, args.docs, args.repeat)
@@ -254,4 +255,4 @@ def _expect_error(fn: Callable[[], Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, repeat=7)

@@ -19,7 +19,6 @@ Run: ``.venv/bin/python bench/bench_query.py [--docs 100000] [--repeat 5]``
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -33,13 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bson  # noqa: E402
 import pymongo  # noqa: E402
-from bench_load import User, make_docs  # noqa: E402
+from bench_load import User, main, make_docs  # noqa: E402
 from pymongo import monitoring  # noqa: E402
 from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E402
 
 import loom_frames as lm  # noqa: E402
 from loom_frames import fld  # noqa: E402
-from loom_frames.connection import _EmbeddedServer  # noqa: E402
 from loom_frames.load import _storage_type  # noqa: E402
 from loom_frames.schema import columns_from_arrow  # noqa: E402
 
@@ -86,18 +84,6 @@ def interleaved(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
             cpu[i].append(time.process_time() - start)
             del result
     return [statistics.median(c) for c in cpu]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    server = _EmbeddedServer.start(":memory:")
-    try:
-        run(server.uri, args.docs, args.repeat)
-    finally:
-        server.stop()
 
 
 def run(uri: str, n: int, repeat: int) -> None:
@@ -168,4 +154,4 @@ def run(uri: str, n: int, repeat: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, repeat=5)
