@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from .errors import PlanError
-from .persist import hydrate, model_projection
+from .persist import document_projection, hydrate
 from .plan import Command
 from .progress import Progress
 
@@ -61,7 +61,7 @@ def objects(model: type[Persistable], collection: Collection[Any], command: Comm
     """Whole documents hydrated into model objects (one ``model_validate`` each)."""
     with _gc_paused():
         try:
-            docs = list(_cursor(collection, command, model_projection(model)))
+            docs = list(_cursor(collection, command, document_projection(model)))
         except PyMongoError as exc:
             raise _wrap(command, exc) from exc
         return [hydrate(model, doc) for doc in docs]

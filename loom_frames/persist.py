@@ -42,9 +42,9 @@ __all__ = [
     "collection_for",
     "delete",
     "document_of",
+    "document_projection",
     "from_id",
     "hydrate",
-    "model_projection",
     "persist",
     "persist_many",
     "to_bson",
@@ -142,7 +142,7 @@ def document_of(obj: Persistable) -> dict[str, Any]:
 
 
 def hydrate(model: type[Persistable], doc: dict[str, Any]) -> Persistable:
-    """Validate a stored document (fetched with :func:`model_projection`) into an object.
+    """Validate a stored document (fetched with :func:`document_projection`) into an object.
 
     The fetched document itself becomes the object's snapshot: it is already in stored
     form, so hydrating costs one ``model_validate`` and nothing more.
@@ -391,12 +391,13 @@ def from_id(model: type[Persistable], id: ObjectId | str) -> Persistable | None:
             f"{model.__name__}.from_id expects an ObjectId or a 24-character hex string, "
             f"got {id!r}"
         ) from exc
-    doc = collection_for(model).find_one({"_id": oid}, projection=model_projection(model))
+    doc = collection_for(model).find_one({"_id": oid}, projection=document_projection(model))
     return None if doc is None else hydrate(model, doc)
 
 
-def model_projection(model: type[Persistable]) -> dict[str, int]:
-    """The ``find`` projection fetching exactly the model's stored keys."""
+def document_projection(model: type[Persistable]) -> dict[str, int]:
+    """The ``find`` projection of the model's top-level stored keys (whole documents to
+    hydrate objects; frames project leaf paths: ``schema.model_projection``)."""
     return {info.key: 1 for info in model.__loom_fields__.values()}
 
 
