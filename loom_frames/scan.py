@@ -41,7 +41,7 @@ from .plan import Source, frame_after
 if TYPE_CHECKING:
     from .query import Query
 
-__all__ = ["ScanPushdown", "pushdown", "scan_collection", "scan_query"]
+__all__ = ["ScanPushdown", "last_pushdown", "pushdown", "scan_collection", "scan_query"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,11 @@ class ScanPushdown:
     local_predicate: pl.Expr | None  # applied to every batch (the full predicate)
     limit_pushed: bool  # a row limit came with this collect (and went to MongoDB)
     kept: tuple[str, ...]  # conjuncts of the predicate MongoDB did not get
+
+    @property
+    def command(self) -> dict[str, Any]:
+        """The MongoDB command sent, as a dict (the filter is ``command["filter"]``)."""
+        return self.query.compile().to_dict()
 
     def __str__(self) -> str:
         lines = [str(self.query.explain())]
@@ -119,6 +124,7 @@ def scan_query(query: Query) -> pl.LazyFrame:
         if n_rows == 0:
             return
         plan = pushdown(query, with_columns, predicate, n_rows)
+        _last[:] = [plan]
         for batch in plan.query.iter_batches(batch_size or 65_536):
             df = pl.from_arrow(pa.Table.from_batches([batch]))
             assert isinstance(df, pl.DataFrame)
@@ -140,6 +146,24 @@ def scan_query(query: Query) -> pl.LazyFrame:
         # and limit into it (see pushdown()).
         explain_detail=f"{command.operation} before pushdown {_short(detail)}",
     )
+
+
+_last: list[ScanPushdown] = []  # the latest collect's pushdown (any thread: Polars' own)
+
+
+def last_pushdown() -> ScanPushdown | None:
+    """What the most recent collect of a scan (in this process) sent to MongoDB.
+
+    ``lazy.explain()`` can only show a scan's base command (Polars fixes that text when
+    the source is registered); after ``collect()`` this shows the command actually sent
+    and what stayed in Polars. None before any scan was collected.
+
+    >>> lf = Event.scan().filter(pl.col("count") > 95_000).select("kind")  # doctest: +SKIP
+    >>> _ = lf.collect()  # doctest: +SKIP
+    >>> last_pushdown().command["filter"]  # doctest: +SKIP
+    {'count': {'$gt': 95000}}
+    """
+    return _last[0] if _last else None
 
 
 def scan_collection(

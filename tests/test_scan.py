@@ -19,6 +19,7 @@ import loom_frames as lm
 from loom_frames import Persistable, declare_persist_db, fld
 from loom_frames.expr import Kind, SimpleResolver
 from loom_frames.expr.from_polars import translate
+from loom_frames.scan import last_pushdown
 
 EXAMPLES = int(os.environ.get("LOOM_HYPOTHESIS_EXAMPLES", "300"))
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -75,12 +76,17 @@ def test_typical_pipeline_pushes_filter_projection_and_limit(
     projected = {k for k, v in find["projection"].items() if v == 1}
     assert projected == {"sensor", "count"}
     assert commands.returned == 49  # the matching documents only
+    last = last_pushdown()  # what that collect sent, as the user can see it
+    assert last is not None and last.command["filter"] == find["filter"]
+    assert {k for k, v in last.command["projection"].items() if v == 1} == projected
+    assert 'filter: {"count": {"$gt": 50000}}' in str(last)
     # Polars hands a source its row limit only when no filter comes before it:
     commands.clear()
     out = Reading.scan().select("sensor", "count").head(10).collect()
     assert out["count"].to_list() == [i * 1000 for i in range(10)]
     (find,) = commands.named("find")
     assert find["limit"] == 10 and commands.returned == 10
+    assert last_pushdown().command["limit"] == 10  # type: ignore[union-attr]
 
 
 def test_limit_then_filter_means_first_rows_then_filter(Reading: Any, rows: list[Any]) -> None:  # noqa: N803
