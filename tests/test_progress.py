@@ -152,3 +152,34 @@ def test_a_bad_progress_value_fails_before_reading(Reading: Any, commands: Any) 
     with pytest.raises(ValueError, match="progress must be"):
         Reading.filter().load_table(progress="always")
     assert commands.named("find") == []
+
+
+# ---------------------------------------------------------------- in Jupyter
+def test_in_a_jupyter_kernel_the_bar_is_a_widget_or_else_text() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    code = """
+import sys
+from loom_frames.progress import Reporter, interactive
+print("interactive:", interactive())
+with Reporter(True, "widget", 3, "rows") as r:
+    r.update(1)
+    r.update(2)
+with Reporter("auto", "quick", 3, "rows") as r:  # one batch: nothing
+    r.update(3)
+sys.modules["ipywidgets"] = None  # as without the notebook extra: the text bar
+with Reporter(True, "text", 3, "rows") as r:
+    r.update(3)
+"""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    outputs = nb.cells[0].outputs
+    shown = [o for o in outputs if o["output_type"] == "display_data"]
+    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
+    assert "widget" in shown[0]["data"]["text/plain"]
+    streams = {name: "".join(o["text"] for o in outputs
+                             if o["output_type"] == "stream" and o["name"] == name)
+               for name in ("stdout", "stderr")}
+    assert "interactive: True" in streams["stdout"]
+    assert "text: 100%" in streams["stderr"] and "quick" not in streams["stderr"]
