@@ -153,6 +153,19 @@ def demo() -> None:
     print(User.filter().select("name", "age").load_polars())
     table = User.filter().load_table()
     _show("pyarrow", f"{table.num_rows} rows; " + ", ".join(f"{f.name}: {f.type}" for f in table.schema))
+
+    _say("Inserting dataframes")
+    import pandas as pd
+
+    df = pd.DataFrame({
+        "name": ["Eve", "Frank"],
+        "email": ["Eve@Example.com", "frank@example.com"],
+        "age": [27, 52],
+    })
+    _show("insert_dataframe", User.insert_dataframe(df))
+    _show("upsert_dataframe(on=['email']) of the same frame",
+          User.upsert_dataframe(df, on=["email"]))  # idempotent: every row unchanged
+    _show("users now", User.filter().count())
     print("\nDone.")
 
 
