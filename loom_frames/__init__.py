@@ -20,6 +20,8 @@ from .errors import (
     PlanError,
     UnsupportedExpressionError,
     WriteFailedError,
+    WriteOutcomeUnknownError,
+    WriteRejectedError,
 )
 from .expr import Expr, col, fld
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
@@ -71,6 +73,8 @@ __all__ = [
     "TimeUpdated",
     "UnsupportedExpressionError",
     "WriteFailedError",
+    "WriteOutcomeUnknownError",
+    "WriteRejectedError",
     "col",
     "connect",
     "declare_persist_db",

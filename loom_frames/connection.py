@@ -12,6 +12,7 @@ In order of precedence:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,11 +32,35 @@ import pymongo
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, TypeCodec, TypeRegistry
 from bson.decimal128 import Decimal128
-from pymongo.errors import PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+from pymongo.errors import DuplicateKeyError as _DriverDuplicateKey
 
-from .errors import ConnectionFailedError, EmbeddedServerError
+from .errors import (
+    ConnectionFailedError,
+    DuplicateKeyError,
+    EmbeddedServerError,
+    LoomError,
+    PlanError,
+    WriteOutcomeUnknownError,
+    WriteRejectedError,
+)
 
-__all__ = ["CODEC_OPTIONS", "connect", "disconnect", "get_client", "redact_uri"]
+__all__ = [
+    "CODEC_OPTIONS",
+    "connect",
+    "disconnect",
+    "driver_error",
+    "driver_errors",
+    "get_client",
+    "outcome_unknown",
+    "redact_uri",
+]
 
 SERVER_SELECTION_TIMEOUT_MS = 3000
 """A wrong URI fails within seconds, not the driver's default 30."""
@@ -167,6 +193,79 @@ def _ping(client: pymongo.MongoClient[Any], where: str) -> None:
             "Hint: check that the server runs and MONGODB_URI is right, or unset "
             "MONGODB_URI to use the embedded server."
         ) from exc
+
+
+# ------------------------------------------------------------------ driver errors
+def outcome_unknown(exc: BaseException) -> bool:
+    """True when a failed WRITE may still have been applied.
+
+    The connection broke after the command was sent (``AutoReconnect``, a network
+    timeout), or the write was applied but its write concern failed. A
+    ``ServerSelectionTimeoutError`` means nothing was sent: pymongo re-raises the first
+    attempt's error when the retry cannot select a server, so a selection timeout is only
+    ever the first attempt's.
+    """
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return False
+    return isinstance(exc, (ConnectionFailure, WriteConcernError))
+
+
+def driver_error(exc: PyMongoError, what: str, *, write: bool = False) -> LoomError:
+    """The library's error for a driver error raised while doing ``what``.
+
+    The ONE place driver errors are mapped; every read and write path goes through it
+    (``raise driver_error(exc, ...) from exc``, or :func:`driver_errors`):
+
+    * a write whose outcome is unknown -> :class:`WriteOutcomeUnknownError`;
+    * a server that cannot be reached -> :class:`ConnectionFailedError`;
+    * a duplicate key -> :class:`DuplicateKeyError`; another rejected write ->
+      :class:`WriteRejectedError`; a rejected read -> :class:`PlanError`.
+
+    ``what`` completes "... failed while <what>", e.g. ``"inserting a User"``.
+    """
+    reason = str(exc).split(", Timeout:")[0]
+    if write and outcome_unknown(exc):
+        return WriteOutcomeUnknownError(
+            f"{what}: the connection to MongoDB was lost after the write was sent "
+            f"({type(exc).__name__}: {reason}), so it may or may not have been applied. "
+            "Hint: retrying is safe for inserts of the same object and for plain field "
+            "changes; an object with counter increments must be reloaded first."
+        )
+    if isinstance(exc, ConnectionFailure):
+        return ConnectionFailedError(
+            f"{what}: MongoDB could not be reached ({type(exc).__name__}: {reason}); "
+            "nothing was written. Hint: check that the server runs and is reachable, "
+            "then retry."
+        )
+    if isinstance(exc, _DriverDuplicateKey):
+        details = exc.details or {}
+        key = details.get("keyValue")
+        return DuplicateKeyError(
+            f"{what}: a document with {key if key is not None else 'that key'} already "
+            "exists (unique index). Hint: load the stored document and change it, or "
+            "give a new key."
+        )
+    if write:
+        return WriteRejectedError(
+            f"{what}: MongoDB rejected the write ({_describe(exc)}); nothing was applied."
+        )
+    return PlanError(f"{what}: MongoDB rejected the command ({_describe(exc)}).")
+
+
+def _describe(exc: PyMongoError) -> str:
+    if isinstance(exc, OperationFailure):
+        errmsg = (exc.details or {}).get("errmsg") or str(exc)
+        return f"code {exc.code}: {errmsg}" if exc.code is not None else str(errmsg)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def driver_errors(what: str, *, write: bool = False) -> Iterator[None]:
+    """Map any driver error raised inside the block with :func:`driver_error`."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise driver_error(exc, what, write=write) from exc
 
 
 def free_port() -> int:

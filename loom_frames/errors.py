@@ -24,6 +24,8 @@ __all__ = [
     "PlanError",
     "UnsupportedExpressionError",
     "WriteFailedError",
+    "WriteOutcomeUnknownError",
+    "WriteRejectedError",
 ]
 
 
@@ -62,12 +64,36 @@ class NotPersistedError(LoomError, ValueError):
     """An operation needs a stored object, and this one was never persisted."""
 
 
-class DuplicateKeyError(LoomError, ValueError):
+class WriteFailedError(LoomError, RuntimeError):
+    """A write did not certainly complete: the base of every write failure.
+
+    Catch the subclasses to act on the outcome: :class:`WriteRejectedError` (and
+    :class:`DuplicateKeyError`) mean nothing was applied; :class:`WriteOutcomeUnknownError`
+    means the write may have been applied; :class:`FrameWriteError` lists each row.
+    """
+
+
+class WriteRejectedError(WriteFailedError):
+    """MongoDB (or the client, before sending) rejected the write: nothing was applied.
+
+    The object is left exactly as it was before the call. Retrying the same write fails
+    the same way; fix what the message names first.
+    """
+
+
+class DuplicateKeyError(WriteRejectedError, ValueError):
     """A write collided with an existing document on a unique key (``_id`` or an index)."""
 
 
-class WriteFailedError(LoomError, RuntimeError):
-    """MongoDB rejected a write; nothing partial was kept for this object."""
+class WriteOutcomeUnknownError(WriteFailedError, ConnectionError):
+    """The write was sent, and the connection was lost before its reply: it may have been
+    applied or not (also after pymongo's own retry).
+
+    Retrying is safe where the library can make it so: a new object keeps the id it was
+    sent with, so ``persist()`` again stores it once; ``$set`` updates are idempotent; an
+    object whose update carried counter increments refuses to persist again until it is
+    reloaded (a blind retry could apply the increment twice).
+    """
 
 
 class FrameValidationError(LoomError, ValueError):
