@@ -44,7 +44,9 @@ def demo() -> None:
 
     _say("Defining models")
 
-    @declare_persist_db(db_name="loom_demo_app", collection_name="users")
+    # unique=["email"]: one user per email, which is what lets upsert_dataframe(on=["email"])
+    # run safely beside other writers (the guide's model has no index; the demo adds one).
+    @declare_persist_db(db_name="loom_demo_app", collection_name="users", unique=["email"])
     class User(Persistable):
         name: str
         email: StrLower  # automatically lowercased

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from .errors import PlanError
-from .persist import document_projection, hydrate
+from .codec import document_projection, hydrate
 from .plan import Command
 from .progress import Progress
 

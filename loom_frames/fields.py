@@ -34,6 +34,8 @@ __all__ = [
     "StrUpper",
     "TimeInserted",
     "TimeUpdated",
+    "case_rule",
+    "date_to_datetime",
     "normalize_datetime",
     "to_object_id",
 ]
@@ -73,6 +75,15 @@ def normalize_datetime(value: _dt.datetime) -> _dt.datetime:
         value = value.astimezone(_dt.UTC)
     micro = value.microsecond - value.microsecond % 1000
     return value if micro == value.microsecond else value.replace(microsecond=micro)
+
+
+def date_to_datetime(value: _dt.date) -> _dt.datetime:
+    """A ``date`` as MongoDB stores it: the datetime at midnight UTC of that day.
+
+    >>> date_to_datetime(_dt.date(2024, 5, 1))
+    datetime.datetime(2024, 5, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
 
 
 def to_object_id(value: Any) -> ObjectId:
@@ -146,6 +157,20 @@ def _lower(value: str) -> str:
 
 def _upper(value: str) -> str:
     return value.upper()
+
+
+_CASE_RULES = {Role.STR_LOWER: _lower, Role.STR_UPPER: _upper}
+
+
+def case_rule(role: Role | None) -> Any:
+    """The normalisation of a StrLower / StrUpper field (Python's ``str.lower`` /
+    ``str.upper``, exactly), or None for other roles. Objects, frame writes and query
+    literals all apply this one rule.
+
+    >>> case_rule(Role.STR_UPPER)("straße")
+    'STRASSE'
+    """
+    return _CASE_RULES.get(role) if role is not None else None
 
 
 _plain_int = PlainSerializer(int, return_type=int)

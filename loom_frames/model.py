@@ -28,6 +28,7 @@ from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 from pymongo import IndexModel
 
+from .columns import check_storage_keys, storage_key
 from .errors import ModelDeclarationError, did_you_mean
 from .fields import (
     Increment,
@@ -55,7 +56,7 @@ GRANULARITIES = ("seconds", "minutes", "hours")
 M = TypeVar("M", bound="Persistable")
 
 STORED = MappingProxyType({"loom_frames": "stored document"})
-"""Validation context of a document read back from MongoDB (see ``persist.hydrate``):
+"""Validation context of a document read back from MongoDB (see ``codec.hydrate``):
 its datetimes are already UTC milliseconds, so the time rule has nothing to do."""
 
 
@@ -124,17 +125,6 @@ def _normalise_time_value(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class FieldInfo:
-    """What persistence needs to know of one model field."""
-
-    name: str  # Python attribute name
-    key: str  # key in the stored document (the alias: "_id" for "id")
-    role: Role | None
-    annotation: Any
-    default_is_none: bool = False  # None may be stored as an absent key ($unset)
-
-
 class Persistable(BaseModel):
     """A Pydantic model stored as one MongoDB document per object.
 
@@ -156,7 +146,7 @@ class Persistable(BaseModel):
     updated_time: TimeUpdated
 
     __loom_persist__: ClassVar[PersistConfig | None] = None
-    __loom_fields__: ClassVar[dict[str, FieldInfo]] = {}
+    __loom_counters__: ClassVar[frozenset[str]] = frozenset()
     __loom_datetime_fields__: ClassVar[tuple[str, ...]] = ()
 
     # The stored document as last written or read (storage keys, BSON-ready values);
@@ -164,25 +154,24 @@ class Persistable(BaseModel):
     _loom_saved: dict[str, Any] | None = PrivateAttr(default=None)
     # Time fields persist() filled in itself (refreshed again on the next ledger insert).
     _loom_auto_times: set[str] = PrivateAttr(default_factory=set)
+    # The insert document sent by a persist() whose outcome is unknown (the reply was
+    # lost): the next persist() completes it first, at most once (see write.objects).
+    _loom_pending: dict[str, Any] | None = PrivateAttr(default=None)
+    # Why this object refuses to persist until reloaded: an update carrying counter
+    # increments was sent and its outcome is unknown (a blind retry could apply it twice).
+    _loom_unsure: str | None = PrivateAttr(default=None)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        infos: dict[str, FieldInfo] = {}
-        datetimes: list[str] = []
-        for name, info in cls.model_fields.items():
-            key = info.serialization_alias or info.alias or name  # what model_dump writes
-            infos[name] = FieldInfo(
-                name,
-                key,
-                field_role(info.metadata),
-                info.annotation,
-                default_is_none=info.default is None and info.default_factory is None,
-            )
-            if _holds_datetime(info.annotation):
-                datetimes.append(name)
-        cls.__loom_fields__ = infos
-        cls.__loom_datetime_fields__ = tuple(datetimes)
+        check_storage_keys(cls)
+        cls.__loom_counters__ = frozenset(
+            name for name, info in cls.model_fields.items()
+            if field_role(info.metadata) is Role.INCR_COUNTER
+        )
+        cls.__loom_datetime_fields__ = tuple(
+            name for name, info in cls.model_fields.items() if _holds_datetime(info.annotation)
+        )
 
     @model_validator(mode="after")
     def _normalise_datetimes(self, info: ValidationInfo) -> Self:
@@ -198,8 +187,7 @@ class Persistable(BaseModel):
         return self
 
     def __setattr__(self, name: str, value: Any) -> None:
-        info = self.__loom_fields__.get(name)
-        if info is not None and info.role is Role.INCR_COUNTER and self._loom_saved is not None:
+        if name in self.__loom_counters__ and self._loom_saved is not None:
             current = self.__dict__[name]
             if not (isinstance(value, Increment) and value.base is current):
                 raise ModelDeclarationError(
@@ -229,54 +217,38 @@ class Persistable(BaseModel):
             )
         return config
 
-    @classmethod
-    def fields_with_role(cls, role: Role) -> tuple[FieldInfo, ...]:
-        """The fields carrying a marker role, in declaration order."""
-        return tuple(f for f in cls.__loom_fields__.values() if f.role is role)
-
-    @classmethod
-    def field_info(cls, name: str) -> FieldInfo:
-        """A field by attribute name or storage key, with a hint for typos."""
-        found = cls.__loom_fields__.get(name)
-        if found is None:
-            found = next((f for f in cls.__loom_fields__.values() if f.key == name), None)
-        if found is None:
-            from .errors import FieldNotFoundError
-
-            raise FieldNotFoundError(
-                f"{cls.__name__} has no field {name!r}."
-                + did_you_mean(name, cls.__loom_fields__)
-            )
-        return found
-
     @property
     def is_stored(self) -> bool:
         """True once the object was persisted or loaded from MongoDB."""
         return self._loom_saved is not None
 
-    # The persistence verbs live in persist.py; these are thin entry points.
+    # The persistence verbs live in write/objects.py; these are thin entry points.
     def persist(self) -> Self:
         """Store the object: insert it when new, else send one update of what changed.
 
-        Returns the object itself (its ``id`` and counters updated).
+        Returns the object itself (its ``id`` and counters updated). Failures say their
+        outcome: :class:`~loom_frames.errors.WriteRejectedError` (nothing applied, the
+        object as it was) or :class:`~loom_frames.errors.WriteOutcomeUnknownError` (may
+        have been applied; calling ``persist()`` again completes it at most once, except
+        after counter increments: reload the object first).
         """
-        from . import persist
+        from .write import objects
 
-        persist.persist(self)
+        objects.persist(self)
         return self
 
     @classmethod
     def persist_many(cls, objects: Iterable[Persistable]) -> list[ObjectId]:
         """Store many objects of this model in ONE bulk write; returns their ids."""
-        from . import persist
+        from .write import objects as _objects
 
-        return persist.persist_many(cls, list(objects))
+        return _objects.persist_many(cls, list(objects))
 
     def delete(self) -> bool:
         """Delete the stored document; True if a document was deleted."""
-        from . import persist
+        from .write import objects
 
-        return persist.delete(self)
+        return objects.delete(self)
 
     @classmethod
     def from_id(cls, id: ObjectId | str) -> Self | None:
@@ -285,16 +257,29 @@ class Persistable(BaseModel):
         A malformed id string gives None as well (no document can have it); an id of
         another type raises :class:`~loom_frames.errors.DocumentValidationError`.
         """
-        from . import persist
+        from .errors import DocumentValidationError
+        from .expr import fld
+        from .fields import to_object_id
+        from .query import Query
 
-        return persist.from_id(cls, id)
+        if isinstance(id, str) and not ObjectId.is_valid(id):
+            return None
+        try:
+            oid = to_object_id(id)
+        except ValueError as exc:
+            raise DocumentValidationError(
+                f"{cls.__name__}.from_id expects an ObjectId or a 24-character hex string, "
+                f"got {id!r}"
+            ) from exc
+        found: Self | None = Query.from_model(cls).filter(fld("id") == oid).load_one()
+        return found
 
     @classmethod
     def collection(cls) -> Any:
         """The pymongo ``Collection`` behind this model (created/indexed on first use)."""
-        from . import persist
+        from .storage import collection_for
 
-        return persist.collection_for(cls)
+        return collection_for(cls)
 
     @classmethod
     def filter(cls, *exprs: Any) -> Any:
@@ -333,9 +318,9 @@ class Persistable(BaseModel):
         >>> User.insert_dataframe(pd.DataFrame({"name": ["Bob"], "email": ["Bob@x.org"], "age": [25]}))  # doctest: +SKIP
         WriteResult(inserted=1, updated=0, unchanged=0, failed=0)
         """
-        from . import write
+        from .write import frames
 
-        return write.insert_dataframe(
+        return frames.insert_dataframe(
             cls, df, batch_size=batch_size, progress=progress, extra=extra,  # type: ignore[arg-type]
             on_error=on_error,  # type: ignore[arg-type]
         )
@@ -354,14 +339,14 @@ class Persistable(BaseModel):
         """Insert new rows and update changed ones, one document per key ``on``.
 
         Idempotent: re-running the same frame changes nothing and reports the rows
-        unchanged (see :func:`loom_frames.write.upsert_dataframe`).
+        unchanged (see :func:`loom_frames.write.upsert.upsert_dataframe`).
 
         >>> User.upsert_dataframe(df, on=["email"])  # doctest: +SKIP
         WriteResult(inserted=0, updated=1, unchanged=1, failed=0)
         """
-        from . import write
+        from .write import upsert
 
-        return write.upsert_dataframe(
+        return upsert.upsert_dataframe(
             cls, df, on, batch_size=batch_size, progress=progress, extra=extra,  # type: ignore[arg-type]
             on_error=on_error,  # type: ignore[arg-type]
         )
@@ -413,19 +398,27 @@ def declare_persist_db(
     version: int | None = None,
     test: bool = False,
     indexes: Sequence[Any] = (),
+    unique: Sequence[str | Sequence[str]] = (),
 ) -> Callable[[type[M]], type[M]]:
     """Declare where a model is stored.
 
     ``indexes`` items may be a field name, a ``(field, direction)`` pair, a list of
-    pairs (a compound index), or a ``pymongo.IndexModel``; they are created once per
-    process on first use. ``test=True`` stores in ``<db_name>_test``. ``version`` is
-    written into each new document as ``_v`` so later migrations can find old shapes.
+    pairs (a compound index), or a ``pymongo.IndexModel``. ``unique`` items are a field
+    name or a tuple of field names: a unique (compound) index, which is what lets
+    ``upsert_dataframe(on=...)`` run safely beside other writers. Both are created once
+    per process on first use; field names are checked here (a typo is an error) and
+    mapped to their storage keys. ``test=True`` stores in ``<db_name>_test``.
+    ``version`` is written into each new document as ``_v`` so later migrations can find
+    old shapes.
 
-    >>> @declare_persist_db(db_name="my_app", collection_name="events", indexes=["kind"])
+    >>> @declare_persist_db(db_name="my_app", collection_name="events", indexes=["kind"],
+    ...                     unique=[("source", "seq")])
     ... class Event(Persistable):
     ...     kind: str
-    >>> Event.persist_config().collection_name
-    'events'
+    ...     source: str
+    ...     seq: int
+    >>> [dict(i.document["key"]) for i in Event.persist_config().indexes]
+    [{'kind': 1}, {'source': 1, 'seq': 1}]
     """
     for label, value in (("db_name", db_name), ("collection_name", collection_name)):
         if not isinstance(value, str) or not value or "$" in value or "\x00" in value:
@@ -438,12 +431,15 @@ def declare_persist_db(
             raise ModelDeclarationError(
                 f"@declare_persist_db decorates a Persistable subclass, got {cls!r}"
             )
+        if version is not None:
+            check_storage_keys(cls, version=True)
         config = PersistConfig(
             db_name=db_name,
             collection_name=collection_name,
             version=version,
             test=test,
-            indexes=tuple(_index_model(cls, spec) for spec in indexes),
+            indexes=tuple(_index_model(cls, spec) for spec in indexes)
+            + tuple(_unique_index(cls, spec) for spec in unique),
             timeseries=cls.__dict__.get("__loom_persist__", None)
             and cls.__dict__["__loom_persist__"].timeseries,
         )
@@ -505,7 +501,7 @@ def _asdict(config: PersistConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
-def _index_model(cls: type, spec: Any) -> IndexModel:
+def _index_model(cls: type[Persistable], spec: Any) -> IndexModel:
     if isinstance(spec, IndexModel):
         return spec
     if isinstance(spec, str):
@@ -519,7 +515,19 @@ def _index_model(cls: type, spec: Any) -> IndexModel:
             f"index spec {spec!r} of {cls.__name__} is not a field name, a (field, "
             "direction) pair, a list of pairs or a pymongo.IndexModel"
         )
-    return IndexModel(keys)
+    return IndexModel([(storage_key(cls, name), direction) for name, direction in keys])
+
+
+def _unique_index(cls: type[Persistable], spec: Any) -> IndexModel:
+    names = (spec,) if isinstance(spec, str) else tuple(spec) if isinstance(
+        spec, (tuple, list)
+    ) else ()
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ModelDeclarationError(
+            f"unique spec {spec!r} of {cls.__name__} is not a field name or a tuple of "
+            "field names (e.g. unique=['sku', ('year', 'flight')])"
+        )
+    return IndexModel([(storage_key(cls, name), 1) for name in names], unique=True)
 
 
 def _delta_hint(current: int, value: Any) -> str:

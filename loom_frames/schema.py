@@ -1,43 +1,20 @@
 """A model's columns, in one place: Arrow and Polars schemas, field references, projections.
 
-Everything here is derived from the Pydantic annotations, never guessed from documents.
 Frame columns are named by the Python field names (``id``, not ``_id``); each column
-remembers its storage key (the alias) in the Arrow field metadata, so a ``pa.Schema`` is
-the whole contract between the model, the loaders and the writers.
-
-==========================  ===============================  ============================
-annotation                  Arrow (frame) type               stored in MongoDB as
-==========================  ===============================  ============================
-``str``, StrLower/StrUpper  ``string``                       string
-``int``, IncrCounter        ``int64``                        int32 / int64
-``float``                   ``float64``                      double
-``bool``                    ``bool``                         bool
-``datetime``, TimeInserted  ``timestamp[ms, tz=UTC]``        date (UTC milliseconds)
-``date``                    ``date32``                       date at midnight UTC
-``Decimal``                 ``decimal128(p, s)`` (below)     decimal128
-``UUID``                    ``string`` (36-char, lowercase)  binary subtype 4
-``ObjectId`` (``id``)       ``string`` (24-char hex)         objectId
-``Enum``                    type of its values (str / int)   the member's value
-``Literal[...]``            type of its values               the value
-``bytes``                   ``binary``                       binary subtype 0
-``list[T]`` / ``set[T]``    ``list<T>``                      array
-nested ``BaseModel``        ``struct<...>``                  embedded document
-``Optional[T]``             ``T`` (every column is nullable)
-==========================  ===============================  ============================
+remembers its storage key (the alias) and kind in the Arrow field metadata, so a
+``pa.Schema`` is the whole contract between the model, the loaders and the writers. What
+each annotation maps to is decided in :mod:`loom_frames.columns` (the field catalogue).
 
 * **ObjectId** columns hold the 24-character lowercase hex string: readable, sortable in
   creation order and filterable in a notebook (``df[df.id == "64f8a0..."]``).
 * **UUID** columns hold the canonical 36-character lowercase string for the same reason.
-* **Decimal**: ``decimal128(max_digits, decimal_places)`` when the field declares both
-  (``Field(max_digits=10, decimal_places=2)`` or ``condecimal``); otherwise
-  ``decimal128(38, decimal_places or 18)``. A stored value that does not fit (NaN,
+* **Decimal**: a stored value that does not fit the column's ``decimal128(p, s)`` (NaN,
   Infinity, more fractional digits than the scale, too many digits) is invalid, never
   rounded.
 * **Nullability**: every Arrow field is nullable, because any document may lack any field
   (a missing field loads as null). Whether the *model* requires the field is recorded in
   the field metadata (``loom.required``).
-* ``dict``, ``Any``, unions of several types and self-referencing models have no column
-  type (:attr:`Kind.ANY`); asking for an Arrow schema containing one is a
+* A field without a column type (``dict``, ``Any``, ...) in an Arrow schema is a
   :class:`~loom_frames.errors.ModelDeclarationError` naming them (select the other
   columns). They can still be filtered on (``fld['meta.source'] == 'web'``).
 
@@ -54,17 +31,12 @@ nested ``BaseModel``        ``struct<...>``                  embedded document
 '_id'
 """
 
-import builtins
-import dataclasses
 import datetime as _dt
 import enum
 import json
-import types
-import typing
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -72,125 +44,37 @@ import pyarrow as pa
 from bson import Decimal128, ObjectId
 from pydantic import BaseModel
 
+from .columns import (
+    META_KEY,
+    META_KIND,
+    META_MODEL,
+    META_REQUIRED,
+    META_VALUES,
+    Column,
+    arrow_type_of,
+    find_column,
+    model_columns,
+    no_type_message,
+    select_columns,
+)
 from .errors import FieldNotFoundError, ModelDeclarationError, did_you_mean
 from .expr.bind import FieldRef, Kind, identity
-from .fields import Marker, Role, normalize_datetime, to_object_id
+from .fields import case_rule, date_to_datetime, normalize_datetime, to_object_id
 
 if TYPE_CHECKING:
     import polars as pl
 
 __all__ = [
-    "Column",
     "ModelResolver",
     "arrow_schema",
-    "arrow_type_of",
     "columns_from_arrow",
-    "model_columns",
     "model_projection",
     "model_resolver",
     "polars_schema",
     "projection_of",
     "schema_name",
-    "select_columns",
 ]
 
-DEFAULT_DECIMAL_PRECISION = 38
-DEFAULT_DECIMAL_SCALE = 18
-MAX_DECIMAL_PRECISION = 38
-
-_META_KIND = b"loom.kind"
-_META_KEY = b"loom.key"
-_META_VALUES = b"loom.values"
-_META_REQUIRED = b"loom.required"
-_META_MODEL = b"loom.model"
-
-_ARROW_OF_KIND: dict[Kind, pa.DataType] = {
-    Kind.STR: pa.string(),
-    Kind.INT: pa.int64(),
-    Kind.FLOAT: pa.float64(),
-    Kind.BOOL: pa.bool_(),
-    Kind.DATETIME: pa.timestamp("ms", tz="UTC"),
-    Kind.DATE: pa.date32(),
-    Kind.OBJECTID: pa.string(),
-    Kind.UUID: pa.string(),
-}
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Column:
-    """One frame column (or struct child / list element): where it is stored, what it holds.
-
-    ``type`` is the frame's Arrow type, None when the field has no column type
-    (``Kind.ANY``: dict, Any, ...). ``values`` are the allowed values of an Enum or
-    Literal field; ``item`` is the element of a LIST (or the value type of a dict);
-    ``children`` are the fields of a STRUCT.
-    """
-
-    name: str
-    key: str
-    kind: Kind
-    type: pa.DataType | None
-    children: "tuple[Column, ...]" = ()
-    item: "Column | None" = None
-    values: tuple[Any, ...] | None = None
-    role: Role | None = None
-    enum_type: builtins.type[enum.Enum] | None = None
-    required: bool = False
-    annotation: Any = None
-
-    @property
-    def binary(self) -> bool:
-        """True for a ``bytes`` column (stored as BSON binary subtype 0)."""
-        return self.kind is Kind.ANY and self.type is not None and pa.types.is_binary(self.type)
-
-    def child(self, name: str) -> "Column | None":
-        """The struct child called ``name`` (Python name first, then storage key)."""
-        for col in self.children:
-            if col.name == name:
-                return col
-        return next((col for col in self.children if col.key == name), None)
-
-    def arrow_field(self) -> pa.Field:
-        """This column as a ``pa.Field`` carrying its storage key/kind in the metadata."""
-        if self.type is None:
-            raise ModelDeclarationError(_no_type_message([self]))
-        meta: dict[bytes, bytes] = {_META_KIND: self.kind.value.encode()}
-        if self.key != self.name:
-            meta[_META_KEY] = self.key.encode()
-        if self.values is not None:
-            meta[_META_VALUES] = json.dumps(list(self.values)).encode()
-        if self.required:
-            meta[_META_REQUIRED] = b"true"
-        return pa.field(self.name, self.type, nullable=True, metadata=meta)
-
-
-# ---------------------------------------------------------------------------- models
-_columns_cache: "weakref.WeakKeyDictionary[type, tuple[Column, ...]]" = weakref.WeakKeyDictionary()
-
-
-def arrow_type_of(kind: Kind) -> pa.DataType | None:
-    """The frame type of a computed value of ``kind`` (None for kinds without one).
-
-    >>> str(arrow_type_of(Kind.DATETIME))
-    'timestamp[ms, tz=UTC]'
-    """
-    return _ARROW_OF_KIND.get(kind)
-
-
-def model_columns(model: type[BaseModel]) -> tuple[Column, ...]:
-    """The model's columns in declaration order (cached per model class).
-
-    >>> from loom_frames import Persistable
-    >>> class P(Persistable):
-    ...     tags: list[str] = []
-    >>> [(c.name, c.key, c.kind.value) for c in model_columns(P)]
-    [('id', '_id', 'objectid'), ('created_at', 'created_at', 'datetime'), ('updated_time', 'updated_time', 'datetime'), ('tags', 'tags', 'list')]
-    """
-    found = _columns_cache.get(model)
-    if found is None:
-        found = _model_columns(model, (model,))
-        _columns_cache[model] = found
-    return found
 
 
 def arrow_schema(model: type[BaseModel], columns: Sequence[str] | None = None) -> pa.Schema:
@@ -216,11 +100,11 @@ def arrow_schema(model: type[BaseModel], columns: Sequence[str] | None = None) -
     loom.model: 'Item'
     """
     cols = select_columns(model, columns)
-    missing = [c for c in cols if not _has_type(c)]
+    missing = [c for c in cols if c.type is None]
     if missing:
-        raise ModelDeclarationError(_no_type_message(missing, model.__name__))
+        raise ModelDeclarationError(no_type_message(missing, model.__name__))
     return pa.schema(
-        [c.arrow_field() for c in cols], metadata={_META_MODEL: model.__name__.encode()}
+        [c.arrow_field() for c in cols], metadata={META_MODEL: model.__name__.encode()}
     )
 
 
@@ -239,27 +123,6 @@ def polars_schema(model: type[BaseModel], columns: Sequence[str] | None = None) 
     frame = pl.from_arrow(schema.empty_table())
     assert isinstance(frame, pl.DataFrame)
     return frame.schema
-
-
-def select_columns(model: type[BaseModel], columns: Sequence[str] | None) -> tuple[Column, ...]:
-    """The model's columns named in ``columns`` (all when None), in that order."""
-    cols = model_columns(model)
-    if columns is None:
-        return cols
-    if isinstance(columns, str):
-        raise TypeError("columns must be a sequence of names, not a string")
-    out: list[Column] = []
-    for name in columns:
-        col = next((c for c in cols if c.name == name), None) or next(
-            (c for c in cols if c.key == name), None
-        )
-        if col is None:
-            raise FieldNotFoundError(
-                f"{model.__name__} has no field {name!r}."
-                + did_you_mean(name, [c.name for c in cols])
-            )
-        out.append(col)
-    return tuple(out)
 
 
 def model_projection(
@@ -304,189 +167,6 @@ def _project(col: Column, path: str, out: dict[str, int]) -> None:
 
 
 # ---------------------------------------------------------------- annotation walking
-def _model_columns(model: type[BaseModel], stack: tuple[type, ...]) -> tuple[Column, ...]:
-    _ensure_complete(model)
-    out = []
-    for name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or name
-        col = _column(name, key, info.annotation, list(info.metadata), stack)
-        required = info.is_required() and not _is_optional(info.annotation)
-        out.append(_replace(col, required=required))
-    return tuple(out)
-
-
-def _ensure_complete(model: type[BaseModel]) -> None:
-    """A model with unresolved forward references cannot be mapped: say so clearly."""
-    if getattr(model, "__pydantic_complete__", True):
-        return
-    try:
-        model.model_rebuild()
-    except Exception as exc:  # pydantic's PydanticUndefinedAnnotation and friends
-        raise ModelDeclarationError(
-            f"{model.__name__} is not fully defined ({exc}). Hint: define the referenced "
-            f"types first, or call {model.__name__}.model_rebuild() once they exist."
-        ) from exc
-
-
-def _is_optional(annotation: Any) -> bool:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return type(None) in typing.get_args(annotation)
-    return annotation is None or annotation is type(None)
-
-
-def _replace(col: Column, **changes: Any) -> Column:
-    return dataclasses.replace(col, **changes)
-
-
-def _column(
-    name: str, key: str, annotation: Any, metadata: list[Any], stack: tuple[type, ...]
-) -> Column:
-    """Map one annotation to a :class:`Column` (recursing into lists and models)."""
-    ann = annotation
-    while True:
-        origin = typing.get_origin(ann)
-        if origin is typing.Annotated:
-            args = typing.get_args(ann)
-            metadata = [*metadata, *ann.__metadata__]
-            ann = args[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(ann) if a is not type(None)]
-            if len(members) != 1:
-                return Column(name, key, Kind.ANY, None, annotation=annotation)
-            ann = members[0]
-        else:
-            break
-    role = next((m.role for m in metadata if isinstance(m, Marker)), None)
-    origin = typing.get_origin(ann)
-    base = Column(name, key, Kind.ANY, None, role=role, annotation=annotation)
-
-    if origin is typing.Literal:
-        values = typing.get_args(ann)
-        kind = _kind_of_values(values)
-        if kind is None:
-            return base
-        return _replace(base, kind=kind, type=_ARROW_OF_KIND[kind], values=tuple(values))
-    if origin in (list, set, frozenset, tuple) or _is_abc_sequence(origin):
-        args = typing.get_args(ann)
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return base  # a fixed, heterogeneous tuple has no list type
-        item = _column("item", "item", args[0] if args else Any, [], stack)
-        arrow = pa.list_(item.arrow_field()) if _has_type(item) else None
-        return _replace(base, kind=Kind.LIST, type=arrow, item=item)
-    if origin in (dict, Mapping) or ann is dict:
-        args = typing.get_args(ann)
-        value = _column("value", "value", args[1], [], stack) if len(args) == 2 else None
-        return _replace(base, item=value)
-    if not isinstance(ann, type):
-        return base
-
-    if issubclass(ann, enum.Enum):
-        values = tuple(member.value for member in ann)
-        kind = _kind_of_values(values)
-        if kind is None or kind is Kind.BOOL:
-            return base
-        flag = issubclass(ann, enum.Flag)
-        return _replace(
-            base,
-            kind=Kind.ENUM,
-            type=_ARROW_OF_KIND[kind],
-            values=None if flag else values,
-            enum_type=ann,
-        )
-    if issubclass(ann, BaseModel):
-        if ann in stack:  # a self-referencing model has no finite Arrow type
-            return base
-        children = _model_columns(ann, (*stack, ann))
-        arrow = (
-            pa.struct([c.arrow_field() for c in children])
-            if all(_has_type(c) for c in children)
-            else None
-        )
-        return _replace(base, kind=Kind.STRUCT, type=arrow, children=children)
-    if issubclass(ann, bool):
-        return _replace(base, kind=Kind.BOOL, type=pa.bool_())
-    if issubclass(ann, int):
-        return _replace(base, kind=Kind.INT, type=pa.int64())
-    if issubclass(ann, float):
-        return _replace(base, kind=Kind.FLOAT, type=pa.float64())
-    if issubclass(ann, str):
-        return _replace(base, kind=Kind.STR, type=pa.string())
-    if issubclass(ann, _dt.datetime):
-        return _replace(base, kind=Kind.DATETIME, type=_ARROW_OF_KIND[Kind.DATETIME])
-    if issubclass(ann, _dt.date):
-        return _replace(base, kind=Kind.DATE, type=pa.date32())
-    if issubclass(ann, Decimal):
-        return _replace(base, kind=Kind.DECIMAL, type=_decimal_type(metadata, name))
-    if issubclass(ann, uuid.UUID):
-        return _replace(base, kind=Kind.UUID, type=pa.string())
-    if issubclass(ann, ObjectId):
-        return _replace(base, kind=Kind.OBJECTID, type=pa.string())
-    if issubclass(ann, (bytes, bytearray)):
-        return _replace(base, type=pa.binary())
-    return base
-
-
-def _is_abc_sequence(origin: Any) -> bool:
-    import collections.abc as abc
-
-    return origin in (abc.Sequence, abc.MutableSequence, abc.Set, abc.MutableSet)
-
-
-def _kind_of_values(values: Sequence[Any]) -> Kind | None:
-    if not values:
-        return None
-    if all(isinstance(v, bool) for v in values):
-        return Kind.BOOL
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return Kind.INT
-    if all(isinstance(v, str) for v in values):
-        return Kind.STR
-    if all(isinstance(v, float) for v in values):
-        return Kind.FLOAT
-    return None
-
-
-def _decimal_type(metadata: list[Any], name: str) -> pa.Decimal128Type:
-    digits = next((m.max_digits for m in metadata if getattr(m, "max_digits", None)), None)
-    places = next(
-        (m.decimal_places for m in metadata if getattr(m, "decimal_places", None) is not None),
-        None,
-    )
-    if digits is not None and places is not None:
-        precision, scale = digits, places
-    else:
-        precision = DEFAULT_DECIMAL_PRECISION
-        scale = DEFAULT_DECIMAL_SCALE if places is None else places
-    if precision > MAX_DECIMAL_PRECISION or scale > precision:
-        raise ModelDeclarationError(
-            f"Decimal field {name!r} declares max_digits={digits}, decimal_places={places}; "
-            f"a frame column holds at most {MAX_DECIMAL_PRECISION} digits with "
-            "decimal_places <= max_digits. Hint: lower max_digits."
-        )
-    return pa.decimal128(precision, scale)
-
-
-def _has_type(col: Column) -> bool:
-    return col.type is not None
-
-
-def _no_type_message(cols: Sequence[Column], model: str | None = None) -> str:
-    names = ", ".join(f"{c.name!r} ({_describe_annotation(c.annotation)})" for c in cols)
-    where = f" of {model}" if model else ""
-    return (
-        f"field(s) {names}{where} have no dataframe column type (dict, Any, unions of "
-        "several types, self-referencing models). Hint: select the other columns, or "
-        "declare a nested model for the field."
-    )
-
-
-def _describe_annotation(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None)
-    return text if isinstance(text, str) else repr(annotation).replace("typing.", "")
-
-
 # ------------------------------------------------------------------- Arrow -> columns
 _KIND_BY_NAME = {k.value: k for k in Kind}
 
@@ -494,7 +174,7 @@ _KIND_BY_NAME = {k.value: k for k in Kind}
 def schema_name(schema: pa.Schema) -> str | None:
     """The model name an Arrow schema was derived from (``loom.model`` metadata)."""
     meta = schema.metadata or {}
-    name = meta.get(_META_MODEL)
+    name = meta.get(META_MODEL)
     return name.decode() if name is not None else None
 
 
@@ -513,9 +193,9 @@ def columns_from_arrow(schema: pa.Schema) -> tuple[Column, ...]:
 def _column_from_field(field: pa.Field) -> Column:
     meta = field.metadata or {}
     t = field.type
-    key = meta.get(_META_KEY, field.name.encode()).decode()
-    kind_name = meta.get(_META_KIND)
-    values = json.loads(meta[_META_VALUES]) if _META_VALUES in meta else None
+    key = meta.get(META_KEY, field.name.encode()).decode()
+    kind_name = meta.get(META_KIND)
+    values = json.loads(meta[META_VALUES]) if META_VALUES in meta else None
     children: tuple[Column, ...] = ()
     item = None
     if pa.types.is_struct(t):
@@ -537,7 +217,7 @@ def _column_from_field(field: pa.Field) -> Column:
         children=children,
         item=item,
         values=tuple(values) if values is not None else None,
-        required=meta.get(_META_REQUIRED) == b"true",
+        required=meta.get(META_REQUIRED) == b"true",
     )
 
 
@@ -625,7 +305,7 @@ class ModelResolver:
         rest = segments
         while rest:
             seg, rest = rest[0], rest[1:]
-            col = _lookup(scope, seg)
+            col = find_column(scope, seg)
             if col is None:
                 raise FieldNotFoundError(
                     f"{where} has no field {seg!r}."
@@ -664,13 +344,6 @@ class ModelResolver:
         return f"ModelResolver({self.model_name!r})"
 
 
-def _lookup(scope: Sequence[Column], name: str) -> Column | None:
-    for col in scope:
-        if col.name == name:
-            return col
-    return next((col for col in scope if col.key == name), None)
-
-
 _resolvers: "weakref.WeakKeyDictionary[type, ModelResolver]" = weakref.WeakKeyDictionary()
 
 
@@ -707,11 +380,8 @@ def _normalizer(col: Column) -> Callable[[Any], Any]:
     """
     kind = col.kind
     if kind is Kind.STR:
-        if col.role is Role.STR_LOWER:
-            return _norm_lower
-        if col.role is Role.STR_UPPER:
-            return _norm_upper
-        return _norm_str
+        rule = case_rule(col.role)
+        return _norm_str if rule is None else _CaseNormalizer(rule)
     if kind is Kind.OBJECTID:
         return _norm_object_id
     if kind is Kind.DATETIME:
@@ -739,14 +409,17 @@ def _norm_str(value: Any) -> Any:
     return value
 
 
-def _norm_lower(value: Any) -> Any:
-    value = _norm_str(value)
-    return value.lower() if isinstance(value, str) else value
+class _CaseNormalizer:
+    """StrLower / StrUpper literals: the field's own case rule (``fields.case_rule``)."""
 
+    __slots__ = ("rule",)
 
-def _norm_upper(value: Any) -> Any:
-    value = _norm_str(value)
-    return value.upper() if isinstance(value, str) else value
+    def __init__(self, rule: Callable[[str], str]) -> None:
+        self.rule = rule
+
+    def __call__(self, value: Any) -> Any:
+        value = _norm_str(value)
+        return self.rule(value) if isinstance(value, str) else value
 
 
 def _norm_object_id(value: Any) -> Any:
@@ -765,7 +438,7 @@ def _norm_datetime(value: Any) -> Any:
     if isinstance(value, _dt.datetime):
         return normalize_datetime(value)
     if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
+        return date_to_datetime(value)
     return value
 
 

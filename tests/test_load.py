@@ -28,7 +28,7 @@ from loom_frames import (
 from loom_frames import load as load_module
 from loom_frames.fields import normalize_datetime
 from loom_frames.load import aggregate_table, find_table, iter_batches, read_command, to_frame
-from loom_frames.persist import to_bson
+from loom_frames.codec import to_bson
 from loom_frames.schema import arrow_schema, polars_schema
 
 
@@ -649,7 +649,7 @@ def frame_value(value: Any, col: Any, in_list: bool = False) -> Any:
 def test_loader_agrees_with_the_reference_check(db: Any, data: st.DataObject) -> None:
     """raise iff some value does not fit; null mode never raises; fitting rows are exact."""
     from loom_frames._validity import MISSING, problem
-    from loom_frames.schema import model_columns
+    from loom_frames.columns import model_columns
 
     columns = [
         c for c in model_columns(Mixed) if c.key not in ("_id", "created_at", "updated_time")

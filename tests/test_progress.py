@@ -13,7 +13,7 @@ from loom_frames.progress import Reporter
 
 @pytest.fixture
 def Reading(db_name: str) -> Any:
-    @declare_persist_db(db_name=db_name, collection_name="readings")
+    @declare_persist_db(db_name=db_name, collection_name="readings", unique=[("sensor", "value")])
     class Reading(Persistable):
         sensor: str
         value: float

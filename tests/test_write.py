@@ -42,12 +42,13 @@ from loom_frames import (
     TimeUpdated,
     declare_persist_db,
     declare_timeseries,
-    write,
 )
-from loom_frames import _arrow_bson as ab
-from loom_frames._write_prepare import frame_to_arrow, prepare
+from loom_frames import codec
+from loom_frames.codec import document_of
 from loom_frames.connection import CODEC_OPTIONS
-from loom_frames.persist import document_of
+from loom_frames.write import arrow_bson as ab
+from loom_frames.write import frames, upsert
+from loom_frames.write.prepare import frame_to_arrow, prepare
 
 UTC = dt.UTC
 
@@ -63,7 +64,7 @@ class Address(BaseModel):
 
 
 def user_model(db_name: str, collection: str = "users") -> Any:
-    @declare_persist_db(db_name=db_name, collection_name=collection)
+    @declare_persist_db(db_name=db_name, collection_name=collection, unique=["email"])
     class User(Persistable):
         name: str
         email: StrLower
@@ -383,15 +384,16 @@ def test_duplicate_ids_are_reported_per_row_never_dropped(User: Any) -> None:
     assert "clashes with a stored document on a unique index" in str(info.value)
     assert "re-running" not in str(info.value)  # a rerun would clash again
     assert User.collection().count_documents({}) == 3
-    report = User.insert_dataframe(df, on_error="report")
+    report = User.insert_dataframe(df.with_columns(email=pl.Series(list("ijkl"))),
+                                   on_error="report")
     assert (report.inserted, report.failed_rows) == (1, [0, 1, 3])  # row 2: a new id
 
 
 def test_batches_are_bounded_by_rows_and_bytes(
     User: Any, commands: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    df = pl.DataFrame({"name": [f"n{i}" for i in range(10)], "email": ["e"] * 10,
-                       "age": list(range(10))})
+    df = pl.DataFrame({"name": [f"n{i}" for i in range(10)],
+                       "email": [f"e{i}" for i in range(10)], "age": list(range(10))})
     seen: list[tuple[int, int]] = []
     User.insert_dataframe(df, batch_size=3, progress=lambda done, total: seen.append((done, total)))
     sizes = [len(c["documents"]) for c in commands.named("insert")]
@@ -400,19 +402,20 @@ def test_batches_are_bounded_by_rows_and_bytes(
     assert seen == [(3, 10), (6, 10), (9, 10), (10, 10)]
     commands.clear()
     one = len(bson.encode(stored(User)[0]))
-    monkeypatch.setattr(write, "MAX_BATCH_BYTES", 2 * one + 10)
-    User.insert_dataframe(df)
+    monkeypatch.setattr(frames, "MAX_BATCH_BYTES", 2 * one + 10)
+    User.insert_dataframe(df.with_columns(email=pl.col("email") + "b"))
     assert [len(c["documents"]) for c in commands.named("insert")] == [2, 2, 2, 2, 2]
 
 
 def test_an_oversized_row_fails_alone(
     User: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(write, "MAX_DOCUMENT_BYTES", 200)
-    df = pl.DataFrame({"name": ["short", "x" * 300, "fine"], "email": ["e"] * 3, "age": [1, 2, 3]})
+    monkeypatch.setattr(codec, "MAX_DOCUMENT_BYTES", 200)
+    df = pl.DataFrame({"name": ["short", "x" * 300, "fine"], "email": ["e1", "e2", "e3"],
+                       "age": [1, 2, 3]})
     result = User.insert_dataframe(df, on_error="report", progress=True)
     assert result.inserted == 2
-    assert [(f.row, f.code) for f in result.failed] == [(1, write.DOCUMENT_TOO_LARGE)]
+    assert [(f.row, f.code) for f in result.failed] == [(1, frames.DOCUMENT_TOO_LARGE)]
     assert sorted(d["name"] for d in stored(User)) == ["fine", "short"]
     err = capsys.readouterr().err  # progress=True: a tqdm bar on stderr, even for one batch
     assert "User: insert: 100%" in err and "3/3" in err
@@ -547,7 +550,7 @@ def test_upsert_sets_only_the_columns_the_frame_has(User: Any) -> None:
 
 
 def test_upsert_change_detection_semantics(db_name: str) -> None:
-    @declare_persist_db(db_name=db_name, collection_name="c")
+    @declare_persist_db(db_name=db_name, collection_name="c", unique=["key"])
     class C(Persistable):
         key: str
         x: float | None = None
@@ -564,7 +567,7 @@ def test_upsert_change_detection_semantics(db_name: str) -> None:
     assert C.upsert_dataframe(df.with_columns(tags=pl.lit(["a"])), on="key").updated == 3
     assert C.collection().find_one({"key": "int"})["x"] == 5  # left as stored (an int)
 
-    @declare_persist_db(db_name=db_name, collection_name="flags")
+    @declare_persist_db(db_name=db_name, collection_name="flags", unique=["key"])
     class F(Persistable):
         key: str
         flag: bool | None = None
@@ -577,18 +580,30 @@ def test_upsert_change_detection_semantics(db_name: str) -> None:
         "key": "a", "flag": True, "n": 1}
 
 
-def test_upsert_key_matching_many_documents_is_a_failed_row(User: Any) -> None:
-    User.collection().insert_many([
-        {"name": "x", "email": "twin@x.org", "age": 1},
-        {"name": "y", "email": "twin@x.org", "age": 2},
-    ])
-    df = pl.DataFrame({"email": ["twin@x.org", "solo@x.org"], "name": ["z", "s"], "age": [3, 4]})
-    result = User.upsert_dataframe(df, on=["email"], on_error="report")
-    assert result.inserted == 1 and result.updated == 0
-    (failed,) = result.failed
-    assert (failed.row, failed.code) == (0, write.AMBIGUOUS_KEY)
-    assert "matches 2 documents" in failed.message
-    assert sorted(d["age"] for d in stored(User, email="twin@x.org")) == [1, 2]  # untouched
+def test_upsert_without_a_unique_index_on_the_key_is_refused_naming_it(db_name: str) -> None:
+    @declare_persist_db(db_name=db_name, collection_name="loose")
+    class Loose(Persistable):
+        sku: str
+        color: str
+        n: int = 0
+
+    df = pl.DataFrame({"sku": ["a"], "color": ["red"], "n": [1]})
+    with pytest.raises(lm.ModelDeclarationError) as info:
+        Loose.upsert_dataframe(df, on=["sku", "color"])
+    message = str(info.value)
+    assert "unique=[('sku', 'color')]" in message and "create_index([('sku', 1), ('color', 1)]" in message
+    assert Loose.collection().count_documents({}) == 0  # refused before writing anything
+    # A unique index on part of the key is enough (at most one document per sku); _id always is.
+    Loose.collection().create_index("sku", unique=True)
+    assert Loose.upsert_dataframe(df, on=["sku", "color"]).inserted == 1
+    with_id = df.with_columns(id=pl.lit(str(ObjectId())))
+    assert Loose.upsert_dataframe(with_id.with_columns(sku=pl.lit("b")), on=["id"]).inserted == 1
+    # A partial unique index covers only the documents matching its filter: not enough.
+    Loose.collection().drop_indexes()
+    Loose.collection().create_index("color", unique=True,
+                                    partialFilterExpression={"n": {"$gt": 5}})
+    with pytest.raises(lm.ModelDeclarationError, match="needs a unique index"):
+        Loose.upsert_dataframe(df, on=["color"])
 
 
 def test_upsert_frame_keys_must_be_present_non_null_and_distinct(User: Any) -> None:
@@ -599,7 +614,7 @@ def test_upsert_frame_keys_must_be_present_non_null_and_distinct(User: Any) -> N
         User.upsert_dataframe(df.with_columns(email=pl.Series(["a", None])), on=["email"])
     with pytest.raises(FrameValidationError, match="no column in the frame"):
         User.upsert_dataframe(df, on=["id"])
-    with pytest.raises(FrameValidationError, match="not a field of User. Hint: did you mean 'email'"):
+    with pytest.raises(FrameValidationError, match="User has no field 'emial'. Hint: did you mean 'email'"):
         User.upsert_dataframe(df, on=["emial"])
     assert User.collection().count_documents({}) == 0
 
@@ -609,12 +624,13 @@ def test_upsert_on_id_and_id_conflicts(User: Any) -> None:
     frame = pl.from_pandas(three_users()).with_columns(id=pl.Series(result.ids.tolist()))
     again = User.upsert_dataframe(frame.with_columns(age=pl.lit(50)), on=["id"])
     assert (again.inserted, again.updated) == (0, 3)
-    fresh = User.upsert_dataframe(frame.with_columns(id=pl.lit(None, pl.String)), on=["id"])
+    fresh = User.upsert_dataframe(frame.with_columns(id=pl.lit(None, pl.String),
+                                                     email=pl.col("email") + "2"), on=["id"])
     assert fresh.inserted == 3  # rows without an id are new by definition
     wrong = frame.head(1).with_columns(id=pl.lit(str(ObjectId())), email=pl.lit("solo@x"))
     User.insert_dataframe(wrong.with_columns(id=pl.lit(None, pl.String)))
     conflict = User.upsert_dataframe(wrong, on=["email"], on_error="report")
-    assert [f.code for f in conflict.failed] == [write.ID_CONFLICT]
+    assert [f.code for f in conflict.failed] == [upsert.ID_CONFLICT]
 
 
 # ---------------------------------------------------------------- faults
@@ -704,7 +720,7 @@ def test_the_rest_is_not_attempted_after_repeated_connection_loss(
     failpoint(mode={"times": 4}, data={"failCommands": ["insert"], "closeConnection": True})
     result = User.insert_dataframe(numbered(12), batch_size=3, on_error="report")
     assert result.inserted == 0 and result.failed_rows == list(range(12))
-    assert [f.code for f in result.failed[6:]] == [write.NOT_ATTEMPTED] * 6
+    assert [f.code for f in result.failed[6:]] == [frames.NOT_ATTEMPTED] * 6
 
 
 # ---------------------------------------------------------------- round trip
@@ -757,5 +773,5 @@ def test_model_entry_points_share_the_write_defaults() -> None:
 
     for verb in ("insert_dataframe", "upsert_dataframe"):
         params = inspect.signature(getattr(Persistable, verb)).parameters
-        assert params["batch_size"].default == write.DEFAULT_BATCH_SIZE
+        assert params["batch_size"].default == frames.DEFAULT_BATCH_SIZE
         assert params["extra"].default == "raise" and params["on_error"].default == "raise"

@@ -12,11 +12,8 @@ The rules (README "Writing frames back"):
 * columns are field names or storage keys (``id`` or ``_id``); a missing required column
   and an unknown column are both errors, listed together (``extra="ignore"`` skips
   unknown ones); names with ``$`` or ``.`` are always rejected;
-* casts: any integer -> int (overflow rejected), float -> int only for whole numbers,
-  int -> float only below 2**53 in magnitude (exact), dictionary/large/view strings ->
-  str, timestamps of any unit -> UTC milliseconds (naive means UTC; floored to the
-  millisecond), dates -> datetime at midnight UTC; anything else is rejected naming the
-  column and the first bad row;
+* casts only where safe (:mod:`loom_frames.write.casts`); anything else is rejected
+  naming the column and the first bad row;
 * markers: StrLower/StrUpper lowercased/uppercased exactly as ``str.lower()`` /
   ``str.upper()``; TimeInserted/TimeUpdated filled with the same "now" where null or
   absent (a given time is kept); IncrCounter and other defaults where null or absent;
@@ -25,7 +22,11 @@ The rules (README "Writing frames back"):
   error. pandas NaN in a float column is pandas' missing value, so it is null; a Polars
   or Arrow NaN is a float value and stored as NaN;
 * ids: an ``id``/``_id`` column of 24-hex strings (or ObjectIds in pandas) is the
-  document id; rows without one get new ObjectIds, generated client side.
+  document id; rows without one get new ObjectIds, generated client side;
+* a pandas index: a level named after a field (or ``id``/``_id``) is that column
+  (``df.set_index("id")`` writes its ids); an unnamed integer index is pandas' row
+  labels and is not stored (``result.ids`` comes back on it); any other index holds
+  data with no field to go to and is refused (``reset_index()`` first).
 """
 
 from __future__ import annotations
@@ -40,26 +41,23 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from bson import ObjectId
 
-from . import _arrow_bson as ab
-from .connection import CODEC_OPTIONS
-from .errors import FrameValidationError, did_you_mean
-from .expr.bind import Kind
-from .fields import IncrCounter, Role, StrLower, StrUpper, TimeInserted, TimeUpdated
-from .model import Persistable
-from .persist import document_of, to_bson
-from .schema import Column, model_columns
+from ..codec import document_of, to_bson
+from ..columns import Column, model_columns
+from ..connection import CODEC_OPTIONS
+from ..errors import FrameValidationError, did_you_mean
+from ..expr.bind import Kind
+from ..fields import IncrCounter, Role, StrLower, StrUpper, TimeInserted, TimeUpdated
+from ..model import Persistable
+from . import arrow_bson as ab
+from .casts import Context, datetimes, first, normalise, object_ids, storage_type
 
 __all__ = ["Backend", "PreparedFrame", "frame_to_arrow", "prepare"]
 
 Backend = Literal["pandas", "polars", "pyarrow"]
 Extra = Literal["raise", "ignore"]
 
-_DAY_MS = 86_400_000
-_MAX_EXACT_FLOAT_INT = 2**53
-_UNIT_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 _KNOWN_METADATA = [
     item
     for marker in (StrLower, StrUpper, TimeInserted, TimeUpdated, IncrCounter)
@@ -68,13 +66,15 @@ _KNOWN_METADATA = [
 
 
 # ------------------------------------------------------------------ frame intake
-def frame_to_arrow(df: Any) -> tuple[pa.Table, Backend, Any]:
+def frame_to_arrow(df: Any, model: type[Persistable] | None = None
+                   ) -> tuple[pa.Table, Backend, Any]:
     """A frame as an Arrow table, the backend it came from, and its pandas index.
 
-    pandas goes through ``pa.Table.from_pandas`` without the index (NaN in a float
-    column becomes null, pandas' missing value); ObjectId, UUID and Enum objects in
-    ``object`` columns become strings/values first. Polars and other narwhals frames
-    use narwhals' ``to_arrow()``.
+    pandas goes through ``pa.Table.from_pandas`` (NaN in a float column becomes null,
+    pandas' missing value); ObjectId, UUID and Enum objects in ``object`` columns become
+    strings/values first; its index follows the rule in the module docstring (checked
+    against ``model`` when given, else dropped). Polars and other narwhals frames use
+    narwhals' ``to_arrow()``.
 
     >>> frame_to_arrow(pa.table({"a": [1]}))[0].num_rows
     1
@@ -85,7 +85,7 @@ def frame_to_arrow(df: Any) -> tuple[pa.Table, Backend, Any]:
         return pa.Table.from_batches([df]), "pyarrow", None
     module = type(df).__module__.split(".", 1)[0]
     if module == "pandas" and type(df).__name__ == "DataFrame":
-        return _pandas_to_arrow(df), "pandas", df.index
+        return _pandas_to_arrow(_index_as_columns(df, model)), "pandas", df.index
     if module == "polars" and type(df).__name__ == "LazyFrame":
         raise TypeError(
             "insert_dataframe takes an eager frame, got a polars LazyFrame. "
@@ -107,6 +107,38 @@ def frame_to_arrow(df: Any) -> tuple[pa.Table, Backend, Any]:
             "columns to plain types first."
         ) from exc
     return table, "polars" if module == "polars" else "pyarrow", None
+
+
+def _index_as_columns(df: Any, model: type[Persistable] | None) -> Any:
+    """A pandas frame whose index levels named after fields are columns (see above)."""
+    import pandas as pd
+
+    index = df.index
+    names = list(index.names)
+    if model is None:
+        return df
+    if all(name is None for name in names):
+        if isinstance(index, pd.MultiIndex) or not pd.api.types.is_integer_dtype(index.dtype):
+            raise FrameValidationError(
+                f"the frame's index is an unnamed {type(index).__name__} of "
+                f"{index.dtype}: its values would be lost, as no field is named for them. "
+                "Hint: name it after the field it holds (df.rename_axis('field')), "
+                "df.reset_index() to make it a column, or df.reset_index(drop=True) to "
+                "drop it."
+            )
+        return df  # pandas' row labels: result.ids comes back on them
+    fields = {c.name for c in model_columns(model)} | {c.key for c in model_columns(model)}
+    unknown = [n for n in names if n not in fields]
+    clash = [n for n in names if n in df.columns]
+    if unknown or clash:
+        problem = (f"index level(s) {unknown!r} name no field of {model.__name__}"
+                   if unknown else f"index level(s) {clash!r} are also columns")
+        raise FrameValidationError(
+            f"the frame's index cannot be written: {problem}. A named index level is "
+            "written as the field of that name. Hint: df.reset_index() to make it a "
+            "column (then rename it), or df.reset_index(drop=True) to drop it."
+        )
+    return df.reset_index()
 
 
 def _pandas_to_arrow(df: Any) -> pa.Table:
@@ -260,36 +292,9 @@ class PreparedFrame:
         lengths = ab.document_lengths(elements)
         return ab.join_documents(elements, lengths).to_pylist(), lengths
 
-    def hex_ids(self) -> pa.Array:
-        """Every row's id as a 24-hex string, frame order."""
-        return ab.object_id_hex(self.ids)
 
 
 # ------------------------------------------------------------------ preparing
-@dataclass(eq=False)
-class _Context:
-    model: type[Persistable]
-    table: pa.Table
-    now: _dt.datetime
-
-    @property
-    def now_ms(self) -> int:
-        return int(self.now.timestamp() * 1000)
-
-    def fail(self, col: Column, source: str, row: int, why: str, hint: str = "") -> None:
-        value = self.table.column(source)[row].as_py()
-        raise FrameValidationError(
-            f"{self.model.__name__}.{col.name}: column {source!r} row {row} holds "
-            f"{value!r}: {why}." + (f" Hint: {hint}" if hint else "")
-        )
-
-    def fail_type(self, col: Column, source: str, got: pa.DataType, accepted: str) -> None:
-        raise FrameValidationError(
-            f"{self.model.__name__}.{col.name}: column {source!r} is {got}, expected "
-            f"{_expected(col)} ({accepted}). Hint: cast the column to the model's type."
-        )
-
-
 def prepare(
     model: type[Persistable],
     table: pa.Table,
@@ -311,7 +316,7 @@ def prepare(
     """
     if extra not in ("raise", "ignore"):
         raise ValueError(f"extra must be 'raise' or 'ignore', got {extra!r}")
-    ctx = _Context(model, table, now)
+    ctx = Context(model, table, now)
     columns = model_columns(model)
     matched = _match_columns(model, columns, table.column_names, extra)
     n = table.num_rows
@@ -324,7 +329,7 @@ def prepare(
         arr = _array(table, source) if source is not None else None
         if col.name == "id":
             if arr is not None and source is not None:
-                given, valid = _object_ids(ctx, col, source, arr)
+                given, valid = object_ids(ctx, col, source, arr)
                 ids[valid] = given[valid]
                 id_given = valid
                 arrays["id"] = arr
@@ -401,14 +406,14 @@ def _match_columns(
 
 
 # ------------------------------------------------------------------ one field
-def _prepare_field(ctx: _Context, col: Column, source: str | None, arr: pa.Array | None) -> _Field:
+def _prepare_field(ctx: Context, col: Column, source: str | None, arr: pa.Array | None) -> _Field:
     info = ctx.model.model_fields[col.name]
-    optional = _is_optional(info.annotation)
+    optional = col.optional
     if col.role in (Role.TIME_INSERTED, Role.TIME_UPDATED):
         now = ab.constant_element(col.key, ctx.now)
         if arr is None or source is None:
             return _ConstField(col.name, col.key, now)
-        normal = _datetimes(ctx, col, source, arr)
+        normal = datetimes(ctx, col, source, arr)
         return _ArrayField(col.name, col.key, normal, ab.datetime_elements, now)
     vector = _vector_encoder(col) if _plain_metadata(info.metadata) else None
     if vector is None:
@@ -416,20 +421,20 @@ def _prepare_field(ctx: _Context, col: Column, source: str | None, arr: pa.Array
     if arr is None or source is None:  # absent: the default for every row
         if info.default_factory is not None:
             return _object_field(ctx, col, None, None, optional)
-        if not _has_default(info):  # Optional without a default
+        if not col.has_default:  # Optional without a default
             return _ConstField(col.name, col.key, ab.constant_element(col.key, None))
         return _ConstField(col.name, col.key, _default_element(ctx, col))
-    normal = _vector_normalise(ctx, col, source, arr)
+    normal = normalise(ctx, col, source, arr)
     if normal.null_count == 0:
         fill = b""
     elif optional:
         fill = ab.constant_element(col.key, None)
-    elif _has_default(info):
+    elif col.has_default:
         if info.default_factory is not None:
             return _object_field(ctx, col, source, arr, optional)
         fill = _default_element(ctx, col)
     else:
-        row = _first(normal.is_null())
+        row = first(normal.is_null())
         ctx.fail(col, source, row, f"{col.name} is required and not Optional",
                  "fill the nulls, or declare the field Optional or with a default")
     return _ArrayField(col.name, col.key, normal, vector, fill)
@@ -459,17 +464,7 @@ def _plain_metadata(metadata: Sequence[Any]) -> bool:
     return all(item in _KNOWN_METADATA for item in metadata)
 
 
-def _is_optional(annotation: Any) -> bool:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return type(None) in typing.get_args(annotation) or annotation is None
-
-
-def _has_default(info: Any) -> bool:
-    return not info.is_required()
-
-
-def _default_element(ctx: _Context, col: Column) -> bytes:
+def _default_element(ctx: Context, col: Column) -> bytes:
     info = ctx.model.model_fields[col.name]
     value = _dump(_adapter(ctx.model, col.name), info.get_default(call_default_factory=True))
     return ab.constant_element(col.key, value, CODEC_OPTIONS)
@@ -498,7 +493,7 @@ def _dump(adapter: Any, value: Any) -> Any:
 
 
 def _object_field(
-    ctx: _Context, col: Column, source: str | None, arr: pa.Array | None, optional: bool
+    ctx: Context, col: Column, source: str | None, arr: pa.Array | None, optional: bool
 ) -> _ObjectField:
     from pydantic import ValidationError
 
@@ -510,7 +505,7 @@ def _object_field(
 
     # An absent column stores the default; a null cell stores None where the field is
     # Optional, else the default.
-    use_default = _has_default(info) and (arr is None or not optional)
+    use_default = col.has_default and (arr is None or not optional)
 
     def null() -> Any:
         if use_default:
@@ -520,7 +515,7 @@ def _object_field(
         values = arr.to_pylist()
         for row, value in enumerate(values):
             if value is None:
-                if not optional and not _has_default(info):
+                if not optional and not col.has_default:
                     ctx.fail(col, source, row, f"{col.name} is required and not Optional",
                              "fill the nulls, or declare the field Optional")
                 continue
@@ -537,175 +532,7 @@ def _first_line(exc: Exception) -> str:
 
 
 # ------------------------------------------------------------------ casts
-def _vector_normalise(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
-    t = col.type
-    assert t is not None
-    if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), _storage_type(col))
-    if col.kind is Kind.OBJECTID:
-        ids, valid = _object_ids(ctx, col, source, arr)
-        return pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(12), len(arr),
-            [pa.array(valid).buffers()[1] if not valid.all() else None, pa.py_buffer(ids)],
-        )
-    if col.kind in (Kind.DATETIME, Kind.DATE):
-        return _datetimes(ctx, col, source, arr)
-    if pa.types.is_string(t):
-        out = _strings(ctx, col, source, arr)
-    elif pa.types.is_int64(t):
-        out = _ints(ctx, col, source, arr)
-    elif pa.types.is_float64(t):
-        out = _floats(ctx, col, source, arr)
-    else:
-        if not pa.types.is_boolean(arr.type):
-            ctx.fail_type(col, source, arr.type, "bool")
-        out = arr
-    if col.values is not None:
-        allowed = pa.array(list(col.values), type=out.type)
-        bad = pc.invert(pc.fill_null(pc.is_in(out, value_set=allowed), True))
-        if pc.any(bad).as_py():
-            ctx.fail(col, source, _first(bad), f"not one of {', '.join(map(repr, col.values))}")
-    return out
-
-
-def _storage_type(col: Column) -> pa.DataType:
-    if col.kind is Kind.OBJECTID:
-        return pa.binary(12)
-    if col.kind in (Kind.DATETIME, Kind.DATE):
-        return pa.timestamp("ms", tz="UTC")
-    assert col.type is not None
-    return pa.large_string() if pa.types.is_string(col.type) else col.type
-
-
-def _strings(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
-        ctx.fail_type(col, source, arr.type, "string, large_string, string_view or a "
-                      "dictionary of strings")
-    out = arr.cast(pa.large_string())
-    if col.role is Role.STR_LOWER:
-        out = _case(out, pc.utf8_lower, str.lower)
-    elif col.role is Role.STR_UPPER:
-        out = _case(out, pc.utf8_upper, str.upper)
-    return out
-
-
-def _case(arr: pa.Array, vectorised: Callable[..., Any], python: Callable[[str], str]) -> pa.Array:
-    """Arrow's case mapping where the text is ASCII, Python's (the model's) elsewhere."""
-    out = vectorised(arr)
-    ascii_ = pc.fill_null(pc.string_is_ascii(arr), True)
-    if pc.all(ascii_).as_py():
-        return out
-    mask = pc.invert(ascii_)
-    fixed = [python(s) for s in arr.filter(mask).to_pylist()]
-    return pc.replace_with_mask(out, mask, pa.array(fixed, type=pa.large_string()))
-
-
-def _ints(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
-    t = arr.type
-    if pa.types.is_integer(t):
-        if pa.types.is_uint64(t):
-            too_big = pc.fill_null(pc.greater(arr, pa.scalar(2**63 - 1, t)), False)
-            if pc.any(too_big).as_py():
-                ctx.fail(col, source, _first(too_big), "larger than int64 holds")
-        return arr.cast(pa.int64())
-    if pa.types.is_floating(t):
-        values = arr.cast(pa.float64())
-        whole = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
-        limit = pc.less(pc.abs(values), float(2**63))
-        bad = pc.invert(pc.fill_null(pc.and_(whole, limit), True))
-        if pc.any(bad).as_py():
-            ctx.fail(col, source, _first(bad), "not a whole number that int64 holds",
-                     "round the column, or declare the field float")
-        return values.cast(pa.int64(), safe=False)
-    ctx.fail_type(col, source, t, "any integer type, or floats holding whole numbers")
-    raise AssertionError  # unreachable
-
-
-def _floats(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
-    t = arr.type
-    if pa.types.is_floating(t):
-        return arr.cast(pa.float64())
-    if pa.types.is_integer(t):
-        approx = pc.abs(arr.cast(pa.float64(), safe=False))
-        inexact = pc.fill_null(pc.greater_equal(approx, float(_MAX_EXACT_FLOAT_INT)), False)
-        if pc.any(inexact).as_py():
-            ctx.fail(col, source, _first(inexact), "an integer beyond +-2**53, where float64 "
-                     "stops holding every integer exactly", "cast the column to float first")
-        return arr.cast(pa.float64())
-    ctx.fail_type(col, source, t, "float or integer types")
-    raise AssertionError
-
-
-def _datetimes(ctx: _Context, col: Column, source: str, arr: pa.Array) -> pa.Array:
-    """Any timestamp (naive = UTC) or date -> timestamp[ms, UTC], floored to the ms."""
-    t = arr.type
-    out_type = pa.timestamp("ms", tz="UTC")
-    if pa.types.is_null(t):
-        return pa.nulls(len(arr), out_type)
-    valid = arr.is_valid()
-    if pa.types.is_timestamp(t):
-        ints = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        multiply, divide = _UNIT_MS[t.unit]
-        ms = ints * multiply if multiply != 1 else np.floor_divide(ints, divide)
-    elif pa.types.is_date32(t):
-        ms = pc.fill_null(arr.cast(pa.int32()), 0).to_numpy(zero_copy_only=False).astype(np.int64) * _DAY_MS
-    elif pa.types.is_date64(t):
-        ms = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    else:
-        ctx.fail_type(col, source, t, "timestamp of any unit/zone, or date")
-        raise AssertionError
-    if col.kind is Kind.DATE:
-        if not pa.types.is_date(t):
-            ctx.fail_type(col, source, t, "date32 or date64")
-        off_midnight = pa.array((ms % _DAY_MS) != 0) if len(ms) else pa.array([], pa.bool_())
-        bad = pc.and_(valid, off_midnight)
-        if pc.any(bad).as_py():
-            ctx.fail(col, source, _first(bad), "a date with a time of day")
-    mask = None if arr.null_count == 0 else ~valid.to_numpy(zero_copy_only=False)
-    return pa.array(ms, type=pa.int64(), mask=mask).cast(out_type)
-
-
-def _object_ids(ctx: _Context, col: Column, source: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 12) id bytes and the valid mask from hex strings or 12-byte binaries."""
-    t = arr.type
-    if pa.types.is_null(t):
-        return np.zeros((len(arr), 12), np.uint8), np.zeros(len(arr), bool)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    if pa.types.is_dictionary(t):
-        arr, t = arr.cast(t.value_type), t.value_type
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        ids, bad = ab.hex_object_ids(arr)
-        if bad.any():
-            ctx.fail(col, source, int(np.flatnonzero(bad)[0]),
-                     "not an ObjectId (24 hexadecimal characters)")
-        return ids, valid
-    if (pa.types.is_fixed_size_binary(t) and t.byte_width == 12) or pa.types.is_binary(t):
-        lengths = pc.fill_null(pc.binary_length(arr), 12).to_numpy(zero_copy_only=False)
-        if (lengths != 12).any():
-            ctx.fail(col, source, int(np.flatnonzero(lengths != 12)[0]), "not 12 bytes")
-        filled = pc.fill_null(arr.cast(pa.binary(12)), pa.scalar(b"\x00" * 12, pa.binary(12)))
-        data = np.frombuffer(filled.buffers()[1], np.uint8, count=12 * len(arr),
-                             offset=12 * filled.offset)
-        return data.reshape(len(arr), 12).copy(), valid
-    ctx.fail_type(col, source, t, "24-hex strings, 12-byte binaries or ObjectIds")
-    raise AssertionError
-
-
-def _first(mask: Any) -> int:
-    values = mask.to_numpy(zero_copy_only=False) if not isinstance(mask, np.ndarray) else mask
-    return int(np.flatnonzero(values)[0])
-
-
-def _expected(col: Column) -> str:
-    return {Kind.OBJECTID: "ObjectId"}.get(col.kind, col.kind.value) + (
-        f" ({col.type})" if col.type is not None else ""
-    )
-
-
-def _check_timeseries(ctx: _Context, fields: Sequence[_Field], matched: dict[str, str]) -> None:
+def _check_timeseries(ctx: Context, fields: Sequence[_Field], matched: dict[str, str]) -> None:
     config = ctx.model.__dict__.get("__loom_persist__")
     ts = config.timeseries if config is not None else None
     if ts is None:
@@ -713,7 +540,7 @@ def _check_timeseries(ctx: _Context, fields: Sequence[_Field], matched: dict[str
     meta = next((f for f in fields if f.name == ts.metakey), None)
     if isinstance(meta, _ArrayField) and meta.array.null_count:
         col = next(c for c in model_columns(ctx.model) if c.name == ts.metakey)
-        ctx.fail(col, matched[ts.metakey], _first(meta.array.is_null()),
+        ctx.fail(col, matched[ts.metakey], first(meta.array.is_null()),
                  f"{ctx.model.__name__} is a time series keyed by {ts.metakey!r}, which is null",
                  f"give every row a {ts.metakey}")
 
@@ -739,7 +566,7 @@ class _RowEncoder:
     (exactly what ``persist()`` would store), times and ids filled as ``persist()`` does.
     """
 
-    def __init__(self, ctx: _Context, matched: dict[str, str], frame: PreparedFrame) -> None:
+    def __init__(self, ctx: Context, matched: dict[str, str], frame: PreparedFrame) -> None:
         self.ctx = ctx
         self.matched = matched
         self.frame = frame
@@ -751,7 +578,7 @@ class _RowEncoder:
         model = self.model
         table = self.ctx.table.slice(start, stop - start)
         columns = {name: table.column(source).to_pylist() for name, source in self.matched.items()}
-        defaults = {n for n, info in model.model_fields.items() if _has_default(info)}
+        defaults = {c.name for c in model_columns(model) if c.has_default}
         objects = []
         for i in range(stop - start):
             row = {name: values[i] for name, values in columns.items()}
@@ -778,9 +605,8 @@ class _RowEncoder:
         out = []
         for obj in self._objects(start, stop):
             values = obj.__dict__
-            for name in [f.name for f in self.model.fields_with_role(Role.TIME_INSERTED)] + [
-                f.name for f in self.model.fields_with_role(Role.TIME_UPDATED)
-            ]:
+            for name in [c.name for c in model_columns(self.model)
+                         if c.role in (Role.TIME_INSERTED, Role.TIME_UPDATED)]:
                 if values[name] is None:
                     values[name] = self.ctx.now
             out.append(bson.encode(document_of(obj), codec_options=CODEC_OPTIONS))
