@@ -13,7 +13,7 @@ from loom_frames.progress import Reporter
 
 @pytest.fixture
 def Reading(db_name: str) -> Any:
-    @declare_persist_db(db_name=db_name, collection_name="readings", unique=[("sensor", "value")])
+    @declare_persist_db(db_name=db_name, collection_name="readings")
     class Reading(Persistable):
         sensor: str
         value: float
@@ -89,6 +89,7 @@ def test_writes_report_rows_per_batch(Reading: Any) -> None:
     assert result.inserted == 25
     assert seen == [(10, 25), (20, 25), (25, 25)]
     seen.clear()
+    Reading.collection().create_index([("sensor", 1), ("value", 1)], unique=True)
     result = Reading.upsert_dataframe(frame(25), on=["sensor", "value"], batch_size=10,
                                       progress=lambda done, total: seen.append((done, total)))
     assert (result.inserted, result.updated, result.unchanged) == (0, 0, 25)
