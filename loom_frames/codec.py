@@ -138,7 +138,8 @@ def _locate(doc: Mapping[str, Any], exc: Exception) -> str:
         path = _bad_path(key, value)
         if path is not None:
             where, what = path
-            return f"field {where!r} {what}"
+            at = f" (at {where!r})" if where != key else ""
+            return f"field {key!r}{at} {what}"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -67,6 +67,7 @@ from pydantic import BaseModel
 
 from .errors import FieldNotFoundError, ModelDeclarationError, did_you_mean
 from .expr.bind import Kind
+from .expr.literals import RESERVED_PREFIX, check_output_name, key_problem
 from .fields import Marker, Role
 
 if TYPE_CHECKING:
@@ -269,51 +270,7 @@ def with_role(model: type[BaseModel], role: Role) -> tuple[Column, ...]:
     return tuple(c for c in model_columns(model) if c.role is role)
 
 
-# ---------------------------------------------------------------------- names
-RESERVED_PREFIX = "__loom"
-"""Keys starting with this are the library's own (e.g. computed fields of a load)."""
-
-
-def key_problem(key: object) -> str | None:
-    """Why ``key`` cannot be a stored field name or an output column, or None when it can.
-
-    MongoDB reads ``$`` at the start of a name as an operator and ``.`` as a path, and
-    a NUL ends a BSON key; names starting with ``__loom`` are the library's own.
-
-    >>> key_problem("a.b"), key_problem("ok")
-    ("it contains '.' (a path separator in MongoDB)", None)
-    """
-    if not isinstance(key, str) or not key:
-        return "it is not a non-empty string"
-    if key.startswith("$"):
-        return "it starts with '$' (an operator in MongoDB)"
-    if "." in key:
-        return "it contains '.' (a path separator in MongoDB)"
-    if "\x00" in key:
-        return "it contains a NUL character"
-    if key.startswith(RESERVED_PREFIX):
-        return f"names starting with {RESERVED_PREFIX!r} are reserved by loom-frames"
-    return None
-
-
-def check_output_name(name: object, what: str) -> str:
-    """``name`` if it can name an output column (of ``what``), else ``InvalidExpressionError``.
-
-    Output names become keys of a ``$project``/``$group``/``$set`` stage, so they follow
-    the stored-key rule (:func:`key_problem`).
-    """
-    from .errors import InvalidExpressionError
-
-    problem = key_problem(name)
-    if problem is not None:
-        raise InvalidExpressionError(
-            f"{what}: {name!r} cannot name a column: {problem}. Hint: choose a plain name "
-            "such as 'total' (letters, digits, '_')."
-        )
-    assert isinstance(name, str)
-    return name
-
-
+# ---------------------------------------------------------------------- storage keys
 def check_storage_keys(model: type[BaseModel], *, version: bool = False) -> None:
     """Refuse, when the class is defined, storage keys that would corrupt data later.
 

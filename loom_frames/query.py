@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import PlanError
 from .expr import Expr, fld
 from .expr import nodes as n
+from .expr.literals import check_output_name
 from .plan import (
     Command,
     Filter,
@@ -154,6 +155,9 @@ class Query:
         Its output shape is the pipeline's own: ``load_many()`` returns dicts, and frames
         use ``schema`` when given (else pymongoarrow infers the types from the results).
         """
+        if schema is not None:
+            for name in schema.names:
+                check_output_name(name, "agg(schema=...)")
         stages = tuple(dict(stage) for stage in pipeline)
         for stage in stages:
             if len(stage) != 1 or not next(iter(stage)).startswith("$"):
@@ -168,7 +172,7 @@ class Query:
             expr = self._bind(item, what)
             out.append((expr.output_name, expr))
         for name, item in named.items():
-            out.append((name, self._bind(item, what)))
+            out.append((check_output_name(name, what), self._bind(item, what)))
         seen: set[str] = set()
         for name, _ in out:
             if name in seen:

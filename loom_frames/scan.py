@@ -36,6 +36,7 @@ import polars as pl
 import pyarrow as pa
 
 from .errors import PlanError
+from .expr.literals import check_output_name
 from .plan import Source, frame_after
 
 if TYPE_CHECKING:
@@ -183,6 +184,9 @@ def scan_collection(
 
 
 def _arrow_schema(schema: pa.Schema | Mapping[str, Any]) -> pa.Schema:
+    names = schema.names if isinstance(schema, pa.Schema) else list(schema or ())
+    for name in names:
+        check_output_name(name, "scan_collection(schema=...)")
     if isinstance(schema, pa.Schema):
         return schema
     if not isinstance(schema, Mapping) or not schema:

@@ -88,6 +88,7 @@ class ReplyDroppingProxy:
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._drops: dict[str, int] = {}
+        self._before: dict[str, list[Callable[[], None]]] = {}
         self.dropped: list[str] = []
         self.seen: list[str] = []
         self.hook: Callable[[str], None] | None = None
@@ -120,6 +121,13 @@ class ReplyDroppingProxy:
         """Lose the next ``times`` replies to ``command`` (after the server applied it)."""
         with self._lock:
             self._drops[command] = self._drops.get(command, 0) + times
+
+    def before_reply(self, command: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once, when the next reply to ``command`` arrives (the server
+        has answered; the client has not yet seen it): e.g. a second client's write
+        landing between a read and the write that depends on it."""
+        with self._lock:
+            self._before.setdefault(command, []).append(action)
 
     def pending_drops(self, command: str) -> int:
         with self._lock:
@@ -161,10 +169,14 @@ class ReplyDroppingProxy:
                 reply, _, response_to, _ = _read_message(server)
                 with self._lock:
                     name = names.pop(response_to, None)
+                    actions = self._before.get(name or "", [])
+                    action = actions.pop(0) if actions else None
                     drop = name is not None and self._drops.get(name, 0) > 0
                     if drop and name is not None:
                         self._drops[name] -= 1
                         self.dropped.append(name)
+                if action is not None:
+                    action()
                 if drop and name is not None:
                     if self.hook is not None:
                         self.hook(name)

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidExpressionError
 from . import nodes as n
 from .bind import Resolver, bind_node, validate
-from .literals import CLOSED, check_name, freeze, literal_values, regex_flags, text_argument
+from .literals import (
+    CLOSED,
+    check_name,
+    check_output_name,
+    freeze,
+    literal_values,
+    regex_flags,
+    text_argument,
+)
 from .namespaces import DtNamespace, ListNamespace, StrNamespace
 from .render import to_source
 
@@ -419,10 +427,7 @@ class Expr:
         >>> fld["age"].mean().alias("avg_age").output_name
         'avg_age'
         """
-        check_name(name, "column name")
-        if "." in name:
-            raise InvalidExpressionError(f"a column name cannot contain '.', got {name!r}.")
-        return self._new(n.Alias(self._node, name))
+        return self._new(n.Alias(self._node, check_output_name(name, "alias()")))
 
     @property
     def output_name(self) -> str:

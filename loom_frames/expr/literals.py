@@ -28,7 +28,20 @@ from ..errors import InvalidExpressionError
 from . import nodes as n
 from .bind import normalize_datetime
 
-__all__ = ["CLOSED", "check_name", "freeze", "literal_values", "regex_flags", "text_argument"]
+__all__ = [
+    "CLOSED",
+    "RESERVED_PREFIX",
+    "check_name",
+    "check_output_name",
+    "freeze",
+    "key_problem",
+    "literal_values",
+    "regex_flags",
+    "text_argument",
+]
+
+RESERVED_PREFIX = "__loom"
+"""Keys starting with this are the library's own (e.g. computed fields of a load)."""
 
 _SCALARS = (bool, int, float, str, bytes, decimal.Decimal, Decimal128, ObjectId, uuid.UUID,
             _dt.date)
@@ -42,12 +55,50 @@ def _is_expression(value: Any) -> bool:
     return isinstance(value, Expr)
 
 
+def key_problem(key: object, *, reserved: bool = True) -> str | None:
+    """Why ``key`` cannot be one key of a document (a stored field, an output column),
+    or None when it can: the ONE naming rule, also applied to each part of a field path.
+
+    MongoDB reads ``$`` at the start of a name as an operator and ``.`` as a path, and
+    a NUL ends a BSON key; names starting with ``__loom`` are the library's own.
+
+    >>> key_problem("a.b"), key_problem("ok")
+    ("it contains '.' (a path separator in MongoDB)", None)
+    """
+    if not isinstance(key, str) or not key:
+        return "it is not a non-empty string"
+    if key.startswith("$"):
+        return "it starts with '$' (an operator in MongoDB)"
+    if "." in key:
+        return "it contains '.' (a path separator in MongoDB)"
+    if "\x00" in key:
+        return "it contains a NUL character"
+    if reserved and key.startswith(RESERVED_PREFIX):
+        return f"names starting with {RESERVED_PREFIX!r} are reserved by loom-frames"
+    return None
+
+
+def check_output_name(name: object, what: str) -> str:
+    """``name`` if it can name an output column (of ``what``), else ``InvalidExpressionError``.
+
+    Output names become keys of a ``$project``/``$group``/``$set`` stage, so they follow
+    the stored-key rule (:func:`key_problem`).
+    """
+    problem = key_problem(name)
+    if problem is not None:
+        raise InvalidExpressionError(
+            f"{what}: {name!r} cannot name a column: {problem}. Hint: choose a plain name "
+            "such as 'total' (letters, digits, '_')."
+        )
+    assert isinstance(name, str)
+    return name
+
+
 def check_name(name: object, what: str = "field name") -> str:
     if not isinstance(name, str):
         raise InvalidExpressionError(f"a {what} must be a str, got {type(name).__name__} "
                                      f"{name!r}. Hint: fld['age'] or fld('age').")
-    if not name or "\x00" in name or any(not part or part.startswith("$")
-                                        for part in name.split(".")):
+    if not name or any(key_problem(part, reserved=False) for part in name.split(".")):
         raise InvalidExpressionError(
             f"invalid {what} {name!r}: names must be non-empty, contain no NUL character, "
             "and no dot-separated part may be empty or start with '$'. Hint: operators are "

@@ -257,7 +257,8 @@ def _insert_one(coll: Collection[Any], write: _Write) -> None:
             if _already_stored(coll, [write.insert]) == [True]:
                 write.done()
                 return
-            error = _clash(write)
+            if "_id" in ((getattr(exc, "details", None) or {}).get("keyPattern") or {}):
+                error = _clash(write)
         if isinstance(error, WriteOutcomeUnknownError):
             write.unknown()
         else:
@@ -355,17 +356,19 @@ def persist_many(model: type[Persistable], objects: list[Persistable]) -> list[O
 
 def _settle_completions(coll: Collection[Any], writes: list[tuple[int, _Write]],
                         outcome: BulkOutcome) -> None:
-    """A completing insert rejected as a duplicate ``_id`` holding the same document is
-    the earlier attempt, applied: done, not failed."""
+    """A completing insert rejected as a duplicate key (on ``_id`` or any unique index:
+    MongoDB names one of them) while its ``_id`` holds the same document is the earlier
+    attempt, applied: done, not failed."""
     clashes = [i for i, (_, w) in enumerate(writes)
-               if w.completes and (f := outcome.failures.get(i)) is not None and f.on_id]
+               if w.completes and (f := outcome.failures.get(i)) is not None
+               and f.duplicate_key]
     if not clashes:
         return
     docs = [writes[i][1].insert for i in clashes]
     for i, stored in zip(clashes, _already_stored(coll, docs), strict=True):  # type: ignore[arg-type]
         if stored:
             del outcome.failures[i]
-        else:
+        elif outcome.failures[i].on_id:
             outcome.failures[i] = OpFailure(11000, str(_clash(writes[i][1])), "rejected",
                                             {"_id": 1})
 

@@ -169,8 +169,8 @@ def test_is_in_values_are_literals_and_scalars() -> None:
     (lambda: fld["t"].dt.truncate("1h30m"), "interval like"),
     (lambda: fld["t"].dt.truncate("0d"), "interval like"),
     (lambda: (fld["a"] + 1).exists(), "applies to a field"),
-    (lambda: fld["a"].alias("a.b"), "cannot contain '.'"),
-    (lambda: fld["a"].alias("$x"), "invalid column name"),
+    (lambda: fld["a"].alias("a.b"), "cannot name a column"),
+    (lambda: fld["a"].alias("$x"), "cannot name a column"),
     (lambda: (fld["a"] > 1) & True, "combines two expressions"),
     (lambda: fld["tags"].list.contains(None), "is_in"),
 ])
