@@ -20,7 +20,7 @@ from .errors import ModelDeclarationError
 if TYPE_CHECKING:
     from .model import Persistable
 
-__all__ = ["collection_for", "unique_index_for"]
+__all__ = ["collection_for", "serves_with_index", "unique_index_for"]
 
 _prepared: set[tuple[int, str, str]] = set()
 _prepared_lock = threading.Lock()
@@ -89,21 +89,46 @@ def _prepare(model: type[Persistable], coll: Collection[Any]) -> None:
             ) from exc
 
 
-def unique_index_for(coll: Collection[Any], keys: Sequence[str]) -> str | None:
-    """The name of a unique index that makes ``keys`` identify at most one document.
+def unique_index_for(coll: Collection[Any], keys: Sequence[str]) -> tuple[str, ...] | None:
+    """The fields (in index order) of a unique index that makes ``keys`` identify at most
+    one document, or None when the collection has none.
 
     Any unique index on some of the keys does (``_id`` always is one); a partial index
     does not (it only covers the documents matching its filter).
     """
     if "_id" in keys:
-        return "_id_"
+        return ("_id",)
     wanted = set(keys)
     with driver_errors(f"listing the indexes of {coll.full_name}"):
         indexes = coll.index_information()
-    for name, info in indexes.items():
+    found: list[tuple[str, ...]] = []
+    for info in indexes.values():
         if not info.get("unique") or "partialFilterExpression" in info:
             continue
-        fields = {field for field, _ in info.get("key", [])}
-        if fields and fields <= wanted:
-            return str(name)
-    return None
+        fields = tuple(field for field, _ in info.get("key", []))
+        if fields and set(fields) <= wanted:
+            found.append(fields)
+    return max(found, key=len) if found else None
+
+
+def serves_with_index(coll: Collection[Any], query: dict[str, Any]) -> bool:
+    """True when the server would answer ``query`` through an index, not a collection
+    scan (asked with ``explain``, which plans the query without running it)."""
+    with driver_errors(f"planning a lookup on {coll.full_name}"):
+        reply = coll.database.command(
+            "explain", {"find": coll.name, "filter": query}, verbosity="queryPlanner"
+        )
+    stages: list[str] = []
+    _stages((reply.get("queryPlanner") or {}).get("winningPlan") or {}, stages)
+    return bool(stages) and "COLLSCAN" not in stages
+
+
+def _stages(plan: Any, out: list[str]) -> None:
+    if isinstance(plan, dict):
+        if isinstance(plan.get("stage"), str):
+            out.append(plan["stage"])
+        for value in plan.values():
+            _stages(value, out)
+    elif isinstance(plan, list):
+        for item in plan:
+            _stages(item, out)

@@ -606,6 +606,39 @@ def test_upsert_without_a_unique_index_on_the_key_is_refused_naming_it(db_name: 
         Loose.upsert_dataframe(df, on=["color"])
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["index order", "reversed"])
+@pytest.mark.parametrize("by_or", [False, True], ids=["grouped lookup", "$or lookup"])
+def test_a_compound_key_lookup_reads_one_document_per_row(
+    db_name: str, commands: Any, monkeypatch: pytest.MonkeyPatch, reverse: bool, by_or: bool
+) -> None:
+    key = ["year", "month", "day", "flight"]
+
+    @declare_persist_db(db_name=db_name, collection_name="flights", unique=[tuple(key)])
+    class Flight(Persistable):
+        year: int
+        month: int
+        day: int
+        flight: int
+        delay: float = 0.0
+
+    stored = pl.DataFrame({"year": [2013] * 400, "month": [m % 12 + 1 for m in range(400)],
+                           "day": [d % 28 + 1 for d in range(400)],
+                           "flight": list(range(400)), "delay": [1.0] * 400})
+    Flight.insert_dataframe(stored)
+    # The first field has one value: a lookup by it alone would read all 400 documents.
+    monkeypatch.setattr(upsert, "serves_with_index", lambda coll, query: by_or)
+    rows = stored.sample(60, seed=1).with_columns(
+        delay=pl.when(pl.col("flight") % 2 == 0).then(2.0).otherwise(1.0))
+    commands.clear()
+    result = Flight.upsert_dataframe(rows, on=list(reversed(key)) if reverse else key)
+    assert (result.updated, result.unchanged) == (int((rows["flight"] % 2 == 0).sum()),
+                                                   int((rows["flight"] % 2 == 1).sum()))
+    lookups = commands.named("find")
+    assert commands.returned <= 60 + 5  # the matching documents (+ the index list)
+    assert all(("$or" in c["filter"]) == by_or for c in lookups)
+    assert Flight.collection().count_documents({"delay": 2.0}) == result.updated
+
+
 def test_upsert_frame_keys_must_be_present_non_null_and_distinct(User: Any) -> None:
     df = pl.DataFrame({"email": ["a@x", "A@X"], "name": ["a", "b"], "age": [1, 2]})
     with pytest.raises(FrameValidationError, match="rows 0, 1 .*same upsert key"):

@@ -9,9 +9,8 @@
    second insert is refused by MongoDB and that row is looked up again and updated.
    The refusal names the index to declare;
 2. the frame's keys must be non-null and distinct;
-3. per batch, ``find`` of the batch's whole keys (``{a: {$in: [...]}}`` for one field,
-   ``{$or: [{a: .., b: ..}, ...]}`` for several; LOOKUP_KEYS keys a command, served by
-   the unique index) returns the stored ids and the values of the frame's columns;
+3. per batch, ``find`` of the batch's keys, served by the unique index (see
+   ``_Upsert._queries``), returns the stored ids and the values of the frame's columns;
 4. new rows are inserted whole (``created_at`` set, defaults applied); a row whose key
    another writer inserted meanwhile (duplicate key) is looked up once more and updated;
 5. a stored row is compared field by field with MongoDB's equality (``codec.same``):
@@ -26,7 +25,7 @@ Every row ends in exactly one of inserted / updated / unchanged / failed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import bson
@@ -43,7 +42,7 @@ from ..expr.bind import Kind
 from ..fields import Role, utc_now
 from ..model import LedgerModel, Persistable
 from ..progress import Progress
-from ..storage import collection_for, unique_index_for
+from ..storage import collection_for, serves_with_index, unique_index_for
 from .frames import (
     DEFAULT_BATCH_SIZE,
     INSERTED,
@@ -107,9 +106,9 @@ def upsert_dataframe(
     frame = prepare(model, table, extra=extra, now=utc_now())
     check_frame_keys(frame, keys)
     coll = collection_for(model)
-    _require_unique_index(model, coll, keys)
+    unique = _require_unique_index(model, coll, keys)
     run = Run(model, frame, progress, "upsert")
-    upsert = _Upsert(model, frame, keys, run)
+    upsert = _Upsert(model, frame, keys, unique, run)
     with run.reporter:
         for rows, docs in batches(frame, batch_size, run):
             upsert.batch(coll, rows, docs)
@@ -143,9 +142,11 @@ def key_columns(model: type[Persistable], on: Sequence[str] | str) -> tuple[Colu
 
 
 def _require_unique_index(model: type[Persistable], coll: Collection[Any],
-                          keys: Sequence[Column]) -> None:
-    if unique_index_for(coll, [c.key for c in keys]) is not None:
-        return
+                          keys: Sequence[Column]) -> tuple[str, ...]:
+    """The fields of the unique index covering the key (or a clear refusal)."""
+    index = unique_index_for(coll, [c.key for c in keys])
+    if index is not None:
+        return index
     names = [c.name for c in keys]
     spec = repr(names[0]) if len(names) == 1 else repr(tuple(names))
     raise ModelDeclarationError(
@@ -202,11 +203,13 @@ class _Upsert:
     """The upsert of one frame, batch by batch (see the module docstring)."""
 
     def __init__(self, model: type[Persistable], frame: PreparedFrame,
-                 keys: Sequence[Column], run: Run) -> None:
+                 keys: Sequence[Column], index: tuple[str, ...], run: Run) -> None:
         self.model = model
         self.frame = frame
         self.run = run
         self.keys = tuple(c.key for c in keys)
+        self.index = index  # the unique index's fields, in its order
+        self.by_or: bool | None = None  # look compound keys up with $or (decided once)
         self.by_id = self.keys == ("_id",)
         times = {c.key for c in with_role(model, Role.TIME_INSERTED)} | {
             c.key for c in with_role(model, Role.TIME_UPDATED)
@@ -301,25 +304,52 @@ class _Upsert:
         """``{key: stored document}`` for the documents' keys (compared fields only; the
         unique index leaves at most one per key).
 
-        One ``find`` per LOOKUP_KEYS distinct keys, matching the whole key, so the unique
-        index serves it and only the matching documents are read.
+        The queries match the keys themselves, so the unique index serves them and only
+        matching documents are read (:meth:`_queries`).
         """
         found: dict[tuple[Any, ...], dict[str, Any]] = {}
         coll = coll.with_options(codec_options=_PLAIN)
         projection = dict.fromkeys((*self.keys, *self.compare), 1) | {"_id": 1}
         wanted = list(dict.fromkeys(self._key(doc) for doc in docs))
         with driver_errors(f"looking up {len(wanted)} upsert keys of {self.model.__name__}"):
-            for lo in range(0, len(wanted), LOOKUP_KEYS):
-                for stored in coll.find(self._query(wanted[lo:lo + LOOKUP_KEYS]), projection):
+            for query in self._queries(coll, wanted):
+                for stored in coll.find(query, projection):
                     try:
                         found[self._key(stored)] = stored
                     except TypeError:  # an array / sub-document value: not a key of ours
                         continue
         return found
 
-    def _query(self, keys: list[tuple[Any, ...]]) -> dict[str, Any]:
-        if len(self.keys) == 1:
-            return {self.keys[0]: {"$in": [k[0] for k in keys]}}
+    def _queries(self, coll: Collection[Any], keys: list[tuple[Any, ...]]
+                 ) -> Iterator[dict[str, Any]]:
+        """The lookup queries of ``keys``, LOOKUP_KEYS keys a query at most.
+
+        A one-field index: ``{field: {$in: [...]}}``. A compound one: ``{$or: [{a: ..,
+        b: ..}, ...]}`` of whole keys when the server plans that through the index (real
+        MongoDB does, branch by branch), else (a server that would scan the collection
+        for an ``$or``, as SecantusDB does) one ``{a: .., b: {$in: [...]}}`` per distinct
+        value of the index's leading fields: equality on a prefix and ``$in`` on the
+        last field is what every server serves from a compound index.
+        """
+        position = {k: i for i, k in enumerate(self.keys)}
+        if len(self.index) > 1 and self.by_or is None:
+            self.by_or = serves_with_index(coll, self._or(keys[:2]))
+        if len(self.index) > 1 and self.by_or:
+            for lo in range(0, len(keys), LOOKUP_KEYS):
+                yield self._or(keys[lo:lo + LOOKUP_KEYS])
+            return
+        *lead, last = self.index
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for key in keys:
+            groups.setdefault(tuple(key[position[f]] for f in lead), []).append(
+                key[position[last]])
+        for prefix, values in groups.items():
+            values = list(dict.fromkeys(values))
+            for lo in range(0, len(values), LOOKUP_KEYS):
+                yield dict(zip(lead, prefix, strict=True)) | {
+                    last: {"$in": values[lo:lo + LOOKUP_KEYS]}}
+
+    def _or(self, keys: list[tuple[Any, ...]]) -> dict[str, Any]:
         return {"$or": [dict(zip(self.keys, k, strict=True)) for k in keys]}
 
     def _key(self, doc: dict[str, Any]) -> tuple[Any, ...]:
