@@ -639,6 +639,20 @@ def test_a_compound_key_lookup_reads_one_document_per_row(
     assert Flight.collection().count_documents({"delay": 2.0}) == result.updated
 
 
+def test_the_server_says_which_lookup_shape_its_index_serves(db: Any) -> None:
+    from loom_frames.storage import serves_with_index
+
+    db.k.create_index([("a", 1), ("b", 1)], unique=True)
+    db.k.insert_many([{"a": i % 3, "b": i} for i in range(20)])
+    assert serves_with_index(db.k, {"a": 1, "b": {"$in": [4, 7]}})
+    assert not serves_with_index(db.k, {"c": 1})
+    # Real MongoDB plans an $or of whole keys branch by branch on the index; SecantusDB
+    # scans the collection for any $or (the upsert then uses the grouped shape).
+    secantus = "secantusVersion" in db.client.admin.command("buildInfo")
+    by_or = serves_with_index(db.k, {"$or": [{"a": 1, "b": 4}, {"a": 1, "b": 7}]})
+    assert by_or is not secantus
+
+
 def test_upsert_frame_keys_must_be_present_non_null_and_distinct(User: Any) -> None:
     df = pl.DataFrame({"email": ["a@x", "A@X"], "name": ["a", "b"], "age": [1, 2]})
     with pytest.raises(FrameValidationError, match="rows 0, 1 .*same upsert key"):

@@ -148,6 +148,24 @@ def test_a_lost_insert_that_was_not_applied_is_inserted_by_the_retry(
     assert count(User) == 1 and User.from_id(user.id).name == "Ann"
 
 
+def test_a_lost_insert_not_applied_whose_key_was_taken_meanwhile_can_be_fixed(
+    m: dict[str, Any], client: Any, proxy: ReplyDroppingProxy
+) -> None:
+    User = m["User"]
+    user = User(name="Ann", email="ann@x.org")
+    proxy.drop("insert", times=2)
+    with pytest.raises(WriteOutcomeUnknownError):
+        user.persist()
+    users = client[User.persist_config().database].users
+    users.delete_many({})  # as if never applied ...
+    users.insert_one({"name": "Other", "email": "ann@x.org"})  # ... and the email taken
+    with pytest.raises(lm.DuplicateKeyError):
+        user.persist()  # the earlier insert is not stored: forgotten, the clash reported
+    user.email = "ann2@x.org"
+    user.persist()  # an ordinary new object now: stored with what it holds
+    assert User.from_id(user.id).email == "ann2@x.org" and count(User) == 2
+
+
 def test_a_lost_counter_update_is_never_applied_twice(
     m: dict[str, Any], proxy: ReplyDroppingProxy
 ) -> None:

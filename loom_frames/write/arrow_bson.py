@@ -33,7 +33,6 @@ __all__ = [
     "BSON_BOOL",
     "BSON_DATETIME",
     "BSON_DOUBLE",
-    "BSON_NULL",
     "BSON_OBJECTID",
     "bool_elements",
     "constant_element",
@@ -56,7 +55,6 @@ BSON_STRING = 0x02
 BSON_OBJECTID = 0x07
 BSON_BOOL = 0x08
 BSON_DATETIME = 0x09
-BSON_NULL = 0x0A
 BSON_INT32 = 0x10
 BSON_INT64 = 0x12
 

@@ -254,11 +254,14 @@ def _insert_one(coll: Collection[Any], write: _Write) -> None:
         error = driver_error(exc, what, write=True)
         if isinstance(error, DuplicateKeyError) and write.completes:
             assert write.insert is not None
-            if _already_stored(coll, [write.insert]) == [True]:
+            (state,) = _stored_states(coll, [write.insert])
+            if state == "same":
                 write.done()
                 return
-            if "_id" in ((getattr(exc, "details", None) or {}).get("keyPattern") or {}):
+            if state == "different":
                 error = _clash(write)
+            else:  # nothing under its id: the earlier attempt is not stored; forget it
+                write.obj._loom_pending = None
         if isinstance(error, WriteOutcomeUnknownError):
             write.unknown()
         else:
@@ -288,13 +291,18 @@ def _update_one(coll: Collection[Any], write: _Write) -> None:
     write.done(after)
 
 
-def _already_stored(coll: Collection[Any], docs: Sequence[dict[str, Any]]) -> list[bool]:
-    """For each document sent before: is exactly it stored under its ``_id``? (A retry's
-    duplicate ``_id`` holding the same content is the first attempt, applied.)"""
+def _stored_states(coll: Collection[Any], docs: Sequence[dict[str, Any]]) -> list[str]:
+    """For each document sent before: ``"same"`` (exactly it is stored under its
+    ``_id``: the earlier attempt, applied), ``"absent"`` (nothing is: it was not) or
+    ``"different"`` (another document holds the id)."""
     ids = [doc["_id"] for doc in docs]
     with driver_errors(f"checking {len(ids)} earlier insert(s)"):
         stored = {d["_id"]: d for d in coll.find({"_id": {"$in": ids}})}
-    return [same(stored.get(doc["_id"], ABSENT), doc) for doc in docs]
+    return [
+        "absent" if doc["_id"] not in stored
+        else "same" if same(stored[doc["_id"]], doc) else "different"
+        for doc in docs
+    ]
 
 
 def _clash(write: _Write) -> DuplicateKeyError:
@@ -365,12 +373,14 @@ def _settle_completions(coll: Collection[Any], writes: list[tuple[int, _Write]],
     if not clashes:
         return
     docs = [writes[i][1].insert for i in clashes]
-    for i, stored in zip(clashes, _already_stored(coll, docs), strict=True):  # type: ignore[arg-type]
-        if stored:
+    for i, state in zip(clashes, _stored_states(coll, docs), strict=True):  # type: ignore[arg-type]
+        if state == "same":
             del outcome.failures[i]
-        elif outcome.failures[i].on_id:
+        elif state == "different":
             outcome.failures[i] = OpFailure(11000, str(_clash(writes[i][1])), "rejected",
                                             {"_id": 1})
+        else:  # not stored: the earlier attempt is forgotten, the object is new again
+            writes[i][1].obj._loom_pending = None
 
 
 def _settle(writes: list[tuple[int, _Write]], outcome: BulkOutcome

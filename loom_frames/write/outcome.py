@@ -51,12 +51,6 @@ class OpFailure:
         """True for a duplicate-key rejection."""
         return self.outcome == "rejected" and self.code in DUPLICATE_KEY
 
-    @property
-    def on_id(self) -> bool:
-        """True for a duplicate ``_id`` (rather than another unique index)."""
-        return self.duplicate_key and self.key_pattern is not None and set(
-            self.key_pattern
-        ) == {"_id"}
 
 
 @dataclass(slots=True)
