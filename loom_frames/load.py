@@ -63,6 +63,7 @@ from .connection import CODEC_OPTIONS
 from .errors import ConnectionFailedError, DocumentValidationError, PlanError, did_you_mean
 from .execute import WHOLE_RESULT_BATCH
 from .expr.bind import Kind
+from .expr.dtypes import COMPUTED_METADATA
 from .progress import Progress, Reporter, check_progress
 from .schema import Column, columns_from_arrow, projection_of, schema_name
 
@@ -167,6 +168,8 @@ def _storage_type(col: Column) -> pa.DataType:
     assert col.type is not None
     if pa.types.is_timestamp(col.type):
         return pa.timestamp("ms", tz=col.type.tz)
+    if pa.types.is_integer(col.type):  # uint32 counts, int8 date parts: cast after reading
+        return pa.int64()
     return col.type
 
 
@@ -413,6 +416,8 @@ def _finish(raw: pa.Table, source: _Source, plan: _ReadPlan, on_invalid: OnInval
     try:
         arrays = [converter.top_level(_array(raw.column(c.key)), c) for c in plan.columns]
     except _ClientInvalid as exc:
+        if _computed_source(plan, exc.key) is not None:  # nothing stored to look for
+            raise _computed_error(source, plan, exc.key, f"holds {exc.reason}") from None
         raise _locate(source, plan, exc.reason, keys={exc.key}) from None
     return pa.Table.from_arrays(arrays, schema=plan.frame_schema)
 
@@ -486,6 +491,8 @@ class _Converter:
             out = self._struct(arr, col, path, tags.get("z"))
         elif col.binary:
             out = arr.storage.cast(pa.binary())
+        elif arr.type != col.type and pa.types.is_integer(arr.type):
+            out = self._integer(arr, col)
         else:
             out = arr
         if "n" in tags:
@@ -507,6 +514,15 @@ class _Converter:
         if not self._check(bad, col, what):
             return arr
         return pc.if_else(pa.array(bad), pa.scalar(None, arr.type), arr)
+
+    def _integer(self, arr: pa.Array, col: Column) -> pa.Array:
+        """int64 as read -> the column's integer type (uint32 counts, int8 date parts)."""
+        assert col.type is not None
+        info = np.iinfo(col.type.to_pandas_dtype())
+        values = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+        bad = (values < info.min) | (values > info.max)
+        arr = self._null_rows(arr, bad, col, f"a value out of the range of {col.type}")
+        return arr.cast(col.type)
 
     def _uuid(self, storage: pa.Array, col: Column) -> pa.Array:
         lengths = pc.fill_null(pc.binary_length(storage), 16).to_numpy(zero_copy_only=False)
@@ -694,6 +710,9 @@ def _locate(
             docs = list(_first_problems(cursor, columns))
     if docs:
         doc_id, (path, value, col) = docs[0]
+        if _computed_source(plan, path) is not None:
+            what = f"holds {describe_value(value)}, expected {expected(col)}"
+            return _computed_error(source, plan, path, what, doc_id)
         return DocumentValidationError(
             f"document _id={doc_id!r} in {source.namespace} does not fit {plan.name}: "
             f"field {path!r} holds {describe_value(value)}, expected {expected(col)}. "
@@ -705,6 +724,31 @@ def _locate(
     return DocumentValidationError(
         f"a document in {source.namespace} does not fit {plan.name} ({cause}); it could not "
         "be found again (changed meanwhile?). Hint: retry, or load with on_invalid='null'."
+    )
+
+
+def _computed_source(plan: _ReadPlan, path: str) -> str | None:
+    """The expression MongoDB computed the top-level column of ``path`` with, if any."""
+    top = path.split(".", 1)[0]
+    for index, col in enumerate(plan.columns):
+        if col.key == top:
+            meta = plan.frame_schema.field(index).metadata or {}
+            text = meta.get(COMPUTED_METADATA)
+            return text.decode() if text is not None else None
+    return None
+
+
+def _computed_error(
+    source: _Source, plan: _ReadPlan, path: str, what: str, doc_id: Any = None
+) -> DocumentValidationError:
+    """A computed value that does not fit its column: name the column and expression."""
+    row = f"document _id={doc_id!r}" if doc_id is not None else "a result row"
+    return DocumentValidationError(
+        f"computed column {path!r} = {_computed_source(plan, path)} {what} (for {row}; "
+        f"a query on {plan.name} in {source.namespace}). Hint: MongoDB computed this value, "
+        "the stored documents are not at fault (an integer result beyond int64 becomes a "
+        "double there, for example): change the expression, or load with "
+        "on_invalid='null' to read such values as null."
     )
 
 
@@ -776,7 +820,9 @@ def to_frame(table: pa.Table, backend: Backend = "pandas") -> Any:
     if backend == "pandas":
         import pandas as pd
 
-        mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+        mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
+                   pa.int32(): pd.Int32Dtype(), pa.int8(): pd.Int8Dtype(),
+                   pa.uint32(): pd.UInt32Dtype()}
         return table.to_pandas(types_mapper=mapping.get)
     raise ValueError(
         f"backend must be one of {', '.join(_BACKENDS)}, got {backend!r}"

@@ -24,7 +24,8 @@ from .errors import PlanError
 from .expr import Expr
 from .expr import nodes as n
 from .expr.bind import kind_of
-from .schema import Column, ModelResolver, arrow_type_of, columns_from_arrow, model_columns
+from .expr.dtypes import COMPUTED_METADATA, arrow_type
+from .schema import Column, ModelResolver, columns_from_arrow, model_columns
 
 if TYPE_CHECKING:
     from .model import Persistable
@@ -126,6 +127,7 @@ class Frame:
     documents: bool  # rows are the source's documents (storage keys, ``_id`` present)
     whole: bool  # ... with every column of the model (objects can be hydrated)
     name: str
+    computed: tuple[tuple[str, str], ...] = ()  # (column, expression source) computed so far
 
     def resolver(self) -> ModelResolver:
         if self.columns is None:
@@ -170,22 +172,44 @@ def _advance(frame: Frame, step: Step) -> Frame:
     if isinstance(step, Pipeline):
         cols = columns_from_arrow(step.schema) if step.schema is not None else None
         return Frame(cols, documents=False, whole=False, name=frame.name)
+    was = dict(frame.computed)
     if isinstance(step, Select):
         if frame.documents and all(_plain(e) for _, e in step.items):
-            cols = tuple(_renamed(frame.column(_field_name(e)), name, keep_key=True)
-                         for name, e in step.items)
-            return Frame(cols, documents=True, whole=False, name=frame.name)
+            sources = [(name, frame.column(_field_name(e))) for name, e in step.items]
+            cols = tuple(_renamed(col, name, keep_key=True) for name, col in sources)
+            computed = tuple((name, was[col.name]) for name, col in sources if col.name in was)
+            return Frame(cols, documents=True, whole=False, name=frame.name, computed=computed)
         cols = tuple(_computed(frame, name, e) for name, e in step.items)
-        return Frame(cols, documents=False, whole=False, name=frame.name)
+        return Frame(cols, documents=False, whole=False, name=frame.name,
+                     computed=_sources(step.items, was))
     if isinstance(step, WithColumns):
         added = {name: _computed(frame, name, e) for name, e in step.items}
         kept = tuple(c for c in frame.columns or () if c.name not in added)
+        kept_sources = {**{k: v for k, v in was.items() if k not in added},
+                        **dict(_sources(step.items, {}))}
         return Frame((*kept, *added.values()), documents=frame.documents, whole=False,
-                     name=frame.name)
+                     name=frame.name, computed=tuple(kept_sources.items()))
     if isinstance(step, GroupBy):
-        cols = tuple(_computed(frame, name, e) for name, e in (*step.keys, *step.aggs))
-        return Frame(cols, documents=False, whole=False, name=frame.name)
+        items = (*step.keys, *step.aggs)
+        cols = tuple(_computed(frame, name, e) for name, e in items)
+        # A group's row is no stored document: every column, keys included, is computed.
+        computed = tuple((name, repr(e)) for name, e in items)
+        return Frame(cols, documents=False, whole=False, name=frame.name, computed=computed)
     raise PlanError(f"unknown plan step {step!r}")
+
+
+def _sources(
+    items: Sequence[tuple[str, Expr]], was: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """(name, expression source) of the items that compute a value (a plain field copies
+    one, computed or stored before)."""
+    out: list[tuple[str, str]] = []
+    for name, expr in items:
+        if not isinstance(expr.node, n.Field):
+            out.append((name, repr(expr)))
+        elif "." not in expr.node.name and expr.node.name in was:
+            out.append((name, was[expr.node.name]))
+    return tuple(out)
 
 
 def _plain(expr: Expr) -> bool:
@@ -210,7 +234,7 @@ def _computed(frame: Frame, name: str, expr: Expr) -> Column:
     if source is not None:
         return _renamed(source, name, keep_key=False)
     kind = kind_of(node)
-    arrow = arrow_type_of(kind)
+    arrow = arrow_type(node)  # the one rule the Polars compiler follows too
     if arrow is None:
         raise PlanError(
             f"{frame.name}: cannot tell the column type of {expr!r} ({kind.value}). "
@@ -339,15 +363,25 @@ def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
 def _schema(frame: Frame) -> pa.Schema | None:
     if frame.columns is None:
         return None
-    return _schema_of(frame.columns, frame.name)
+    return _schema_of(frame.columns, frame.name, frame.computed)
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_of(columns: tuple[Column, ...], name: str) -> pa.Schema:
+def _schema_of(
+    columns: tuple[Column, ...], name: str, computed: tuple[tuple[str, str], ...] = ()
+) -> pa.Schema:
     # Cached: a model's columns are cached objects (compared by identity), so every plan
     # over whole documents gets the same schema object, and the loader finds its read
     # plan for it by identity instead of serialising the schema.
-    return pa.schema([c.arrow_field() for c in columns], metadata={b"loom.model": name.encode()})
+    sources = dict(computed)
+    fields = []
+    for col in columns:
+        field = col.arrow_field()
+        if col.name in sources:
+            meta = {**(field.metadata or {}), COMPUTED_METADATA: sources[col.name].encode()}
+            field = field.with_metadata(meta)
+        fields.append(field)
+    return pa.schema(fields, metadata={b"loom.model": name.encode()})
 
 
 def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:
@@ -392,7 +426,7 @@ def _value(expr: Expr) -> Any:
 
 
 def _group(step: GroupBy) -> list[dict[str, Any]]:
-    keys = {name: _value(expr) for name, expr in step.keys}
+    keys = {name: _key(expr) for name, expr in step.keys}
     group: dict[str, Any] = {"_id": keys if keys else None}
     project: dict[str, Any] = {"_id": 0}
     for name in keys:
@@ -402,6 +436,14 @@ def _group(step: GroupBy) -> list[dict[str, Any]]:
         group[name] = acc.group
         project[name] = acc.finalize()
     return [{"$group": group}, {"$project": project}]
+
+
+def _key(expr: Expr) -> Any:
+    """A group key: a missing field would make a group of its own beside the null one
+    (``{}`` is not ``{k: null}``); a frame cannot tell the two apart, so a missing value
+    groups with null, as in Polars. Computed keys are null, never missing, already."""
+    value = _value(expr)
+    return {"$ifNull": [value, None]} if isinstance(value, str) else value
 
 
 def _optimise(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -315,7 +315,7 @@ class GroupedQuery:
 
         >>> q = User.filter().group_by("name").agg(avg_age=lm.fld["age"].mean())
         >>> q.compile().pipeline[0]
-        {'$group': {'_id': {'name': '$name'}, 'avg_age': {'$avg': '$age'}}}
+        {'$group': {'_id': {'name': {'$ifNull': ['$name', None]}}, 'avg_age': {'$avg': '$age'}}}
         """
         items = self.query._named(aggregations, named, "agg()")
         if not items:

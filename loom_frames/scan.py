@@ -91,7 +91,10 @@ def pushdown(
         if predicate is not None:
             kept.append(str(predicate))
     elif predicate is not None:
-        translated, kept = translate(predicate, frame.resolver())
+        zones = {c.name: str(c.type.tz) for c in frame.columns or ()  # Polars' date parts
+                 if c.type is not None and pa.types.is_timestamp(c.type)
+                 and c.type.tz not in (None, "UTC")}
+        translated, kept = translate(predicate, frame.resolver(), zones)
         if translated is not None:
             query = query.filter(translated)
     needed = list(with_columns) if with_columns is not None else list(schema_names)

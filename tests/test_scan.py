@@ -175,6 +175,106 @@ def test_translate_table() -> None:
     assert translate(pl.col("x") < math.nan, r)[0] is None
 
 
+def test_translate_table_of_what_lm_fld_says_too() -> None:
+    r = SimpleResolver("T", {"a": Kind.INT, "b": Kind.INT, "x": Kind.FLOAT, "s": Kind.STR,
+                             "t": Kind.DATETIME})
+    cases = [
+        (pl.col("t").dt.month() == 3, {"$expr": {"$eq": [{"$month": "$t"}, 3]}}),
+        (pl.col("t").dt.year() >= 2024, {"$expr": {"$gte": [{"$year": "$t"}, 2024]}}),
+        (pl.col("t").dt.convert_time_zone("Europe/London").dt.day() == 1,
+         {"$expr": {"$eq": [{"$dayOfMonth": {"date": "$t", "timezone": "Europe/London"}}, 1]}}),
+        (pl.col("a") > pl.col("b"),
+         {"$expr": {"$and": [{"$gt": ["$a", "$b"]}, {"$gt": ["$b", None]}]}}),
+        (pl.col("a") % 2 == 0,
+         {"$expr": {"$eq": [{"$mod": [{"$add": [{"$mod": ["$a", 2]}, 2]}, 2]}, 0]}}),
+        (pl.col("s").str.contains("SF"), {"s": {"$regex": "SF"}}),
+        (pl.col("a").fill_null(0) > 60, {"a": {"$gt": 60}}),
+        (pl.col("a").fill_null(100) > 60, {"$or": [{"a": {"$gt": 60}}, {"a": {"$eq": None}}]}),
+        (pl.col("x").fill_null(100) <= 60, {"x": {"$lte": 60}}),
+    ]
+    for predicate, expected in cases:
+        pushed, kept = translate(predicate, r)
+        assert kept == [] and pushed is not None, predicate
+        assert pushed.to_mongo() == expected, predicate
+    # lowered strings: MongoDB maps ASCII letters only, so non-ASCII strings are fetched too
+    pushed, _ = translate(pl.col("s").str.to_lowercase() == "sfo", r)
+    assert pushed is not None and pushed.to_mongo()["$or"][1] == {"s": {"$regex": "[^\\x00-\\x7f]"}}
+    # ... which is a superset: never pushed under a ~ (it would turn into a subset)
+    assert translate(~(pl.col("s").str.to_lowercase() == "sfo"), r)[0] is None
+    # a pattern with regex syntax stays local (Rust and PCRE differ)
+    assert translate(pl.col("s").str.contains("S.F"), r)[0] is None
+
+
+@pytest.fixture
+def Flight(db_name: str) -> type[Persistable]:  # noqa: N802
+    @declare_persist_db(db_name=db_name, collection_name="flights")
+    class Flight(Persistable):
+        origin: str
+        dest: str
+        dep_time: int | None = None
+        arr_time: int | None = None
+        delay: float | None = None
+        at: dt.datetime
+
+    return Flight
+
+
+@pytest.fixture
+def flights(Flight: Any) -> int:  # noqa: N803
+    origins, dests = ["JFK", "jfk", "EWR", "LGA"], ["SFO", "LAX", "MSFX", "ORD", "BOS"]
+    Flight.persist_many([
+        Flight(origin=origins[i % 4], dest=dests[i % 5],
+               dep_time=None if i % 7 == 0 else 500 + 10 * i,
+               arr_time=None if i % 11 == 0 else 900 + 10 * i - 60 * (i % 3) * i,
+               delay=math.nan if i % 13 == 0 else (i % 9) * 12.5,
+               at=dt.datetime(2023 + i % 5 // 3, 1 + i % 12, 1 + i % 28, i % 24, 30, tzinfo=dt.UTC))
+        for i in range(120)
+    ])
+    return 120
+
+
+PUSHED_SHAPES = {
+    "month": pl.col("at").dt.month() == 3,
+    "day": pl.col("at").dt.day() > 20,
+    "year": pl.col("at").dt.year() >= 2024,
+    "hour in New York": pl.col("at").dt.convert_time_zone("America/New_York").dt.hour() < 3,
+    "column vs column": pl.col("arr_time") > pl.col("dep_time"),
+    "to_lowercase": pl.col("origin").str.to_lowercase() == "jfk",
+    "modulo": pl.col("dep_time") % 20 == 0,
+    "int vs float": pl.col("dep_time") > 1250.5,
+    "contains without literal=True": pl.col("dest").str.contains("SF"),
+    "fill_null": pl.col("dep_time").fill_null(0) > 1000,
+    "int vs float column": pl.col("arr_time") < pl.col("delay"),
+}
+
+
+@pytest.mark.parametrize("name", list(PUSHED_SHAPES))
+def test_scan_pushes_what_lm_fld_can_say(
+    Flight: Any, flights: int, commands: Any, name: str  # noqa: N803
+) -> None:
+    predicate = PUSHED_SHAPES[name]
+    everything = Flight.filter().load_polars()
+    commands.clear()
+    got = Flight.scan().filter(predicate).collect()
+    assert_frame_equal(got, everything.filter(predicate))
+    pushed = last_pushdown()
+    assert pushed is not None and pushed.kept == (), pushed.kept
+    assert 0 < got.height < flights
+    assert commands.returned == got.height  # documents returned == rows matched
+
+
+def test_scan_of_lowered_non_ascii_strings_fetches_them_and_filters_right(
+    Flight: Any, flights: int, commands: Any  # noqa: N803
+) -> None:
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    Flight.persist_many([Flight(origin=o, dest="X", at=at) for o in ("ÉWR", "éwr", "Ewr")])
+    predicate = pl.col("origin").str.to_lowercase() == "éwr"  # Polars: both É and é lower
+    commands.clear()
+    got = Flight.scan().filter(predicate).collect()
+    assert set(got["origin"].to_list()) == {"éwr", "ÉWR"}
+    assert commands.returned == 2  # the non-ASCII strings only, filtered by Polars
+
+
 # ------------------------------------------------------------------ differential
 INTS = st.one_of(st.none(), st.integers(-3, 3))
 FLOATS = st.one_of(st.none(), st.sampled_from([-1.0, 0.0, -0.0, 0.5, 2.0, math.nan, math.inf]))
@@ -210,6 +310,26 @@ def _leaf() -> st.SearchStrategy[pl.Expr]:
                   st.sampled_from(["a", "."])),
         st.just(pl.col("ok")),
         st.just(pl.col("value") > pl.col("value").mean()),  # a window: never pushed
+        # what lm.fld says too (issue 13): date parts, columns, casts, %, case, fill_null
+        st.builds(lambda part, op, v: getattr(getattr(pl.col("at").dt, part)(), op)(v),
+                  st.sampled_from(["year", "month", "day", "hour", "weekday"]), cmp,
+                  st.sampled_from([0, 1, 2, 3, 31, 2024])),
+        st.builds(lambda zone, op, v: getattr(pl.col("at").dt.convert_time_zone(zone).dt.day(),
+                                              op)(v),
+                  st.sampled_from(["America/New_York", "Asia/Tokyo"]), cmp, st.integers(1, 3)),
+        st.builds(lambda op: getattr(pl.col("count"), op)(pl.col("value")), cmp),
+        st.builds(lambda op, v: getattr(pl.col("count"), op)(v), cmp,
+                  st.sampled_from([-1.5, 0.5, 2.0, math.inf])),
+        st.builds(lambda m, v: (pl.col("count") % m) == v, st.sampled_from([2, 3, -2]),
+                  st.integers(-2, 2)),
+        st.builds(lambda how, op, v: getattr(getattr(pl.col("sensor").str, how)(), op)(v),
+                  st.sampled_from(["to_lowercase", "to_uppercase"]), cmp,
+                  st.sampled_from(["a", "ab", "AB", "é", "É"])),
+        st.builds(lambda t: pl.col("sensor").str.contains(t), st.sampled_from(["a", "b", "é"])),
+        st.builds(lambda fill, op, v: getattr(pl.col("count").fill_null(fill), op)(v),
+                  st.integers(-3, 3), cmp, st.integers(-3, 3)),
+        st.builds(lambda fill, op, v: getattr(pl.col("value").fill_null(fill), op)(v),
+                  st.sampled_from([0.0, 1.5, math.nan]), cmp, st.sampled_from([0, 1.0])),
     )
 
 

@@ -159,7 +159,6 @@ def normalize_datetime(value: Any) -> Any:
 # ---------------------------------------------------------------------------- kinds
 _NUMERIC = frozenset({Kind.INT, Kind.FLOAT, Kind.DECIMAL})
 _TEMPORAL = frozenset({Kind.DATETIME, Kind.DATE})
-_SUB_DAY = frozenset({"ms", "s", "m", "h"})
 _ORDERED = _NUMERIC | _TEMPORAL | {Kind.STR, Kind.BOOL, Kind.OBJECTID, Kind.ENUM, Kind.ANY}
 _VALUE_KINDS: dict[type, Kind] = {
     bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT, str: Kind.STR,
@@ -197,7 +196,10 @@ def kind_of(node: n.Node) -> Kind:
         if isinstance(node, n.Div) or Kind.FLOAT in kinds:
             return Kind.FLOAT
         return Kind.INT if kinds == {Kind.INT} else Kind.ANY
-    if isinstance(node, (n.Neg, n.Abs, n.Round, n.Alias, n.Sum, n.Min, n.Max, n.First, n.Last)):
+    if isinstance(node, n.Sum):  # booleans are counted (Polars and $sum of $toInt)
+        kind = kind_of(node.arg)
+        return Kind.INT if kind is Kind.BOOL else kind
+    if isinstance(node, (n.Neg, n.Abs, n.Round, n.Alias, n.Min, n.Max, n.First, n.Last)):
         return kind_of(node.arg)
     if isinstance(node, (n.DatePart, n.ListLen, n.Count, n.NUnique)):
         return Kind.INT
@@ -326,9 +328,12 @@ def validate(node: n.Node, model: str | None = None) -> n.Node:
         _check_operand(node.arg, _TEMPORAL, "a .dt operation", model)
         if kind_of(node.arg) is Kind.DATE and (
             isinstance(node, n.Hour)
-            or isinstance(node, n.Truncate) and n.parse_every(node.every)[1] in _SUB_DAY
+            or isinstance(node, n.Truncate) and n.parse_every(node.every)[1] in n.SUB_DAY_UNITS
         ):
             raise _fail(f"{_describe(node.arg)} is a date: it has no time of day.", model)
+        if node.time_zone is not None and kind_of(node.arg) is Kind.DATE:
+            raise _fail(f"{_describe(node.arg)} is a date: it has no time zone. Hint: drop "
+                        f"time_zone={node.time_zone!r}.", model)
     elif isinstance(node, n.Mod):
         for side in (node.left, node.right):
             _check_operand(side, frozenset({Kind.INT}), "% (integer remainder)", model)

@@ -33,6 +33,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "check_name",
     "check_output_name",
+    "check_time_zone",
     "freeze",
     "key_problem",
     "literal_values",
@@ -169,3 +170,35 @@ def regex_flags(flags: Any) -> str:
         raise InvalidExpressionError(f"regex flags must be a str of 'imsx' letters, got "
                                      f"{flags!r}.")
     return "".join(sorted(set(flags), key="imsx".index))
+
+
+def check_time_zone(value: Any, method: str) -> str | None:
+    """An IANA time zone name (``"America/New_York"``), or None for UTC.
+
+    Both engines must know the zone: MongoDB's date operators take it as ``timezone``,
+    Polars as ``convert_time_zone``. Fixed offsets (``"+01:00"``) are refused: they mean
+    no daylight saving time, which a zone name says better (``"Etc/GMT-1"``).
+
+    >>> check_time_zone("UTC", "dt.hour") is None
+    True
+    >>> check_time_zone("Europe/Lndon", "dt.hour")
+    Traceback (most recent call last):
+    ...
+    loom_frames.errors.InvalidExpressionError: dt.hour(time_zone=...) takes an IANA time zone name such as 'America/New_York' or 'Europe/London', got 'Europe/Lndon'. Hint: zoneinfo.available_timezones() lists them.
+    """
+    if value is None or value == "UTC":
+        return None
+    import zoneinfo
+
+    problem = not isinstance(value, str) or not value or value[0] in "+-" or "\x00" in value
+    if not problem:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problem = True
+    if problem:
+        raise InvalidExpressionError(
+            f"{method}(time_zone=...) takes an IANA time zone name such as "
+            f"'America/New_York' or 'Europe/London', got {value!r}. Hint: "
+            "zoneinfo.available_timezones() lists them.")
+    return str(value)

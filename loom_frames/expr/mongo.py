@@ -552,7 +552,9 @@ def _(node: n.Round) -> Any:
 
 @_agg.register
 def _(node: n.DatePart) -> Any:
-    return {_DATE_PARTS[type(node)]: _agg(node.arg)}
+    x = _agg(node.arg)
+    return {_DATE_PARTS[type(node)]: {"date": x, "timezone": node.time_zone}
+            if node.time_zone else x}
 
 
 @_agg.register
@@ -576,24 +578,62 @@ def _(node: n.Truncate) -> Any:
     x = _agg(node.arg)
     count, unit = n.parse_every(node.every)
     name, unit_ms = _UNITS[unit]
+    zone = {"timezone": node.time_zone} if node.time_zone else {}
     if count == 1:
-        spec = {"date": x, "unit": name}
+        spec = {"date": x, "unit": name, **zone}
         return {"$dateTrunc": {**spec, "startOfWeek": "monday"} if unit == "w" else spec}
     # Bins of several units can start before 0001-01-01, which MongoDB cannot build: such a
     # bin starts at 0001-01-01 (the Polars compiler clamps the same way).
-    if unit_ms:  # bins of a fixed length, aligned on the epoch (weeks: on a Monday)
+    if unit_ms and not zone:  # bins of a fixed length, aligned on the epoch (weeks: Monday)
         millis: Any = {"$subtract": [x, _EPOCH]}  # ms since the epoch, exact
-        offset = millis if unit != "w" else {"$subtract": [millis, _WEEK_ORIGIN_MS]}
         since_year_one = {"$subtract": [millis, _YEAR_ONE_MS]}
-        return {"$subtract": [x, {"$min": [_floor_mod(offset, count * unit_ms), since_year_one]}]}
+        into_bin = _floor_mod(_from_origin(millis, unit), count * unit_ms)
+        return {"$subtract": [x, {"$min": [into_bin, since_year_one]}]}
+    if unit_ms:  # days or weeks of local time (sub-day units are refused with a zone)
+        return {"$cond": [{"$lte": [x, None]}, None, _local_days(x, count, unit, zone)]}
     months = count * _MONTHS[unit]  # bins of months, aligned on 1970-01 like Polars
-    index = {"$add": [{"$multiply": [{"$year": x}, 12]}, {"$subtract": [{"$month": x}, 1]}]}
+    year, month = ({op: {"date": x, **zone}} if zone else {op: x} for op in ("$year", "$month"))
+    index = {"$add": [{"$multiply": [year, 12]}, {"$subtract": [month, 1]}]}
     into_bin = _floor_mod({"$subtract": ["$$m", 1970 * 12]}, months)
     start = {"$max": [{"$subtract": ["$$m", into_bin]}, 12]}  # 12: January of year 1
     parts = {"year": {"$toInt": {"$trunc": {"$divide": [start, 12]}}},
-             "month": {"$add": [{"$mod": [start, 12]}, 1]}}
+             "month": {"$add": [{"$mod": [start, 12]}, 1]}, **zone}
     built = {"$let": {"vars": {"m": index}, "in": {"$dateFromParts": parts}}}
     return {"$cond": [{"$lte": [x, None]}, None, built]}  # $max would turn null into 12
+
+
+def _from_origin(millis: Any, unit: str) -> Any:
+    """Milliseconds since the first bin's start: the epoch, or Monday 1970-01-05 for weeks."""
+    return millis if unit != "w" else {"$subtract": [millis, _WEEK_ORIGIN_MS]}
+
+
+def _local_days(x: Any, count: int, unit: str, zone: dict[str, str]) -> Any:
+    """The local midnight starting ``x``'s bin of ``count`` days or weeks (like Polars:
+    the local calendar date is binned, then its midnight is found in the zone)."""
+    # The local date, as the UTC midnight of the same calendar date ...
+    date = {"$dateFromParts": {"year": "$$p.year", "month": "$$p.month", "day": "$$p.day"}}
+    millis = {"$subtract": ["$$d", _EPOCH]}
+    into_bin = _floor_mod(_from_origin(millis, unit), count * _UNITS[unit][1])
+    since_year_one = {"$subtract": [millis, _YEAR_ONE_MS]}
+    start = {"$subtract": ["$$d", {"$min": [into_bin, since_year_one]}]}
+    # ... and back: the bin's first calendar date, at midnight in the zone.
+    local = {"$dateFromParts": {"year": {"$year": "$$s"}, "month": {"$month": "$$s"},
+                                "day": {"$dayOfMonth": "$$s"}, **zone}}
+    return {"$let": {"vars": {"p": {"$dateToParts": {"date": x, **zone}}},
+                     "in": {"$let": {"vars": {"d": date},
+                                     "in": {"$let": {"vars": {"s": start}, "in": local}}}}}}
+
+
+def _constant(expr: Any) -> bool:
+    """True when an aggregation expression reads no field (``$$`` variables are bound
+    inside it; ``$literal`` content is data)."""
+    if isinstance(expr, str):
+        return not (expr.startswith("$") and not expr.startswith("$$"))
+    if isinstance(expr, dict):
+        return all(k == "$literal" or _constant(v) for k, v in expr.items())
+    if isinstance(expr, list):
+        return all(_constant(v) for v in expr)
+    return True
 
 
 # ----------------------------------------------------------------------- accumulators
@@ -610,6 +650,11 @@ def compile_accumulator(node: n.Node) -> MongoAccumulator:
         raise InvalidExpressionError(f"{to_source(node)} is not an aggregation. Hint: e.g. "
                                      f"{to_source(node)}.mean().")
     x = _agg(agg.arg)
+    if _constant(x):  # e.g. fld['a'].not_in([]): read it from a field, or SecantusDB folds
+        # it and takes the accumulator for the operator of the same name ("$first's argument
+        # must be an array").
+        value = x if isinstance(x, (dict, list, str)) else {"$literal": x}
+        x = {"$cond": [{"$gt": ["$_id", None]}, value, value]}
     if isinstance(agg, _NUMERIC_INPUT) and kind_of(agg.arg) is Kind.BOOL:
         x = {"$toInt": x}  # Polars sums booleans; $sum would skip them
     if isinstance(agg, n.Count):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidExpressionError
 from . import nodes as n
-from .literals import freeze
+from .literals import check_time_zone, freeze
 
 if TYPE_CHECKING:
     from .api import Expr
@@ -126,11 +126,17 @@ class ListNamespace:
 
 
 class DtNamespace:
-    """``expr.dt``: datetime methods (UTC).
+    """``expr.dt``: datetime methods, in UTC unless ``time_zone=`` names a zone.
+
+    With ``time_zone="America/New_York"`` a date part or a truncation is computed on the
+    local time of that zone (daylight saving time included): MongoDB's ``timezone``
+    option, Polars' ``convert_time_zone``.
 
     >>> from loom_frames.expr import fld
     >>> fld["ts"].dt.hour()
     fld['ts'].dt.hour()
+    >>> fld["ts"].dt.hour(time_zone="America/New_York").to_mongo_expr()
+    {'$hour': {'date': '$ts', 'timezone': 'America/New_York'}}
     """
 
     __slots__ = ("_expr",)
@@ -138,61 +144,81 @@ class DtNamespace:
     def __init__(self, expr: Expr) -> None:
         self._expr = expr
 
-    def _part(self, cls: type[n.DatePart]) -> Expr:
-        return self._expr._new(cls(self._expr.node))
+    def _part(self, cls: type[n.DatePart], time_zone: str | None) -> Expr:
+        zone = check_time_zone(time_zone, f"dt.{_PART_NAMES[cls]}")
+        return self._expr._new(cls(self._expr.node, zone))
 
-    def year(self) -> Expr:
-        """Calendar year.
+    def year(self, *, time_zone: str | None = None) -> Expr:
+        """Calendar year (``int32``).
 
         >>> from loom_frames.expr import fld
         >>> (fld["ts"].dt.year() == 2024).to_mongo()
         {'$expr': {'$eq': [{'$year': '$ts'}, 2024]}}
         """
-        return self._part(n.Year)
+        return self._part(n.Year, time_zone)
 
-    def month(self) -> Expr:
-        """Month, 1-12.
+    def month(self, *, time_zone: str | None = None) -> Expr:
+        """Month, 1-12 (``int8``).
 
         >>> from loom_frames.expr import fld
         >>> fld["ts"].dt.month().to_mongo_expr()
         {'$month': '$ts'}
         """
-        return self._part(n.Month)
+        return self._part(n.Month, time_zone)
 
-    def day(self) -> Expr:
-        """Day of the month, 1-31.
+    def day(self, *, time_zone: str | None = None) -> Expr:
+        """Day of the month, 1-31 (``int8``).
 
         >>> from loom_frames.expr import fld
-        >>> fld["ts"].dt.day().to_mongo_expr()
-        {'$dayOfMonth': '$ts'}
+        >>> fld["ts"].dt.day(time_zone="Europe/London").to_mongo_expr()
+        {'$dayOfMonth': {'date': '$ts', 'timezone': 'Europe/London'}}
         """
-        return self._part(n.Day)
+        return self._part(n.Day, time_zone)
 
-    def hour(self) -> Expr:
-        """Hour, 0-23.
+    def hour(self, *, time_zone: str | None = None) -> Expr:
+        """Hour, 0-23 (``int8``).
 
         >>> from loom_frames.expr import fld
         >>> fld["ts"].dt.hour().to_mongo_expr()
         {'$hour': '$ts'}
         """
-        return self._part(n.Hour)
+        return self._part(n.Hour, time_zone)
 
-    def weekday(self) -> Expr:
-        """ISO weekday: Monday=1 ... Sunday=7.
+    def weekday(self, *, time_zone: str | None = None) -> Expr:
+        """ISO weekday: Monday=1 ... Sunday=7 (``int8``).
 
         >>> from loom_frames.expr import fld
         >>> fld["ts"].dt.weekday().to_mongo_expr()
         {'$isoDayOfWeek': '$ts'}
         """
-        return self._part(n.Weekday)
+        return self._part(n.Weekday, time_zone)
 
-    def truncate(self, every: str) -> Expr:
+    def truncate(self, every: str, *, time_zone: str | None = None) -> Expr:
         """Floor to a bin of ``every`` (``'15m'``, ``'1h'``, ``'1d'``, ``'1w'`` (Mondays),
         ``'1mo'``, ``'1q'``, ``'1y'``, ...), aligned like Polars' ``dt.truncate``.
+
+        With ``time_zone``, bins follow that zone's local time (a ``'1d'`` bin starts at
+        local midnight, whatever the daylight saving time) and the result is a datetime in
+        that zone. Bins of several units below a day (``'2h'``, ``'15m'``) have no single
+        local meaning across a clock change, so they are refused with a time zone.
 
         >>> from loom_frames.expr import fld
         >>> fld["ts"].dt.truncate("1h").to_mongo_expr()
         {'$dateTrunc': {'date': '$ts', 'unit': 'hour'}}
+        >>> fld["ts"].dt.truncate("1d", time_zone="America/New_York").to_mongo_expr()
+        {'$dateTrunc': {'date': '$ts', 'unit': 'day', 'timezone': 'America/New_York'}}
         """
         count, unit = n.parse_every(every)
-        return self._expr._new(n.Truncate(self._expr.node, f"{count}{unit}"))
+        zone = check_time_zone(time_zone, "dt.truncate")
+        if zone is not None and count > 1 and unit in n.SUB_DAY_UNITS:
+            raise InvalidExpressionError(
+                f"dt.truncate({every!r}, time_zone={zone!r}): bins of several units below a "
+                "day have no single meaning in local time (a clock change moves them). "
+                f"Hint: bins of {every!r} are the same in every zone whose UTC offset is a "
+                f"multiple of {every!r}: drop time_zone, or use '1{unit}'.")
+        return self._expr._new(n.Truncate(self._expr.node, f"{count}{unit}", zone))
+
+
+_PART_NAMES: dict[type[n.DatePart], str] = {
+    n.Year: "year", n.Month: "month", n.Day: "day", n.Hour: "hour", n.Weekday: "weekday",
+}

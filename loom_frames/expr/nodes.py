@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PREDICATES",
+    "SUB_DAY_UNITS",
     "Abs",
     "Add",
     "Aggregation",
@@ -407,9 +408,10 @@ class Round(Node):
 # ------------------------------------------------------------------------ datetimes
 @dataclass(frozen=True, slots=True)
 class DatePart(Node):
-    """A calendar part of a datetime, in UTC."""
+    """A calendar part of a datetime: in UTC, or in the IANA ``time_zone`` when given."""
 
     arg: Node
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,11 +441,16 @@ class Weekday(DatePart):
 
 @dataclass(frozen=True, slots=True)
 class Truncate(Node):
-    """``arg.dt.truncate(every)``, bins aligned like Polars (see :func:`parse_every`)."""
+    """``arg.dt.truncate(every)``, bins aligned like Polars (see :func:`parse_every`); with
+    ``time_zone``, bins of local time (the result keeps that zone)."""
 
     arg: Node
     every: str
+    time_zone: str | None = None
 
+
+SUB_DAY_UNITS = frozenset({"ms", "s", "m", "h"})
+"""Truncation units shorter than a day (fixed lengths, whatever the calendar)."""
 
 _EVERY = re.compile(r"^([1-9][0-9]{0,5})(ms|s|m|h|d|w|mo|q|y)$")
 

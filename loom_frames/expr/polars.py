@@ -32,6 +32,7 @@ from bson import Decimal128, ObjectId
 from ..errors import InvalidExpressionError, UnsupportedExpressionError
 from . import nodes as n
 from .bind import Kind, item_ref, kind_of
+from .dtypes import arrow_type, is_narrow_int
 from .render import to_source
 
 __all__ = ["compile_polars"]
@@ -43,7 +44,7 @@ _CMP: dict[type[n.Node], Callable[[Any, Any], pl.Expr]] = {
 _ARITH: dict[type[n.Node], Callable[[Any, Any], pl.Expr]] = {
     n.Add: operator.add, n.Sub: operator.sub, n.Mul: operator.mul,
 }
-_DATE_PARTS: dict[type[n.Node], Callable[[pl.Expr], pl.Expr]] = {
+_DATE_PARTS: dict[type[n.Node], Callable[[pl.Expr], pl.Expr]] = {  # Polars' dtypes: int32/int8
     n.Year: lambda e: e.dt.year(), n.Month: lambda e: e.dt.month(),
     n.Day: lambda e: e.dt.day(), n.Hour: lambda e: e.dt.hour(),
     n.Weekday: lambda e: e.dt.weekday(),
@@ -70,6 +71,7 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _MILLISECOND = _dt.timedelta(milliseconds=1)
 _FIRST_INSTANT = pl.lit(-62_135_596_800_000, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
 _FIRST_DAY = pl.lit(_dt.date(1, 1, 1))
+_FIRST_LOCAL = pl.lit(-62_135_596_800_000, dtype=pl.Int64).cast(pl.Datetime("ms"))
 
 
 def compile_polars(node: n.Node) -> pl.Expr:
@@ -133,7 +135,21 @@ class _Side(NamedTuple):
 def _side(node: n.Node) -> _Side:
     if isinstance(node, n.Literal):
         return _Side(_literal(node.value), kind_of(node), True, n.is_nan(node.value))
-    return _Side(_val(node), kind_of(node), False, False)
+    return _Side(_comparable(node), kind_of(node), False, False)
+
+
+def _comparable(node: n.Node) -> pl.Expr:
+    """A value as comparisons see it: datetimes in UTC (literals are UTC, and Polars does
+    not compare datetimes of two zones), integers in 64 bits (never wrapped)."""
+    expr = _val(node)
+    arrow = arrow_type(node)
+    if arrow is not None and getattr(arrow, "tz", "UTC") not in (None, "UTC"):
+        return expr.dt.convert_time_zone("UTC")
+    return _int64(expr, arrow)
+
+
+def _int64(expr: pl.Expr, arrow: Any) -> pl.Expr:
+    return expr.cast(pl.Int64) if is_narrow_int(arrow) else expr
 
 
 def _nan_test(side: _Side, other: _Side) -> pl.Expr | None:
@@ -239,9 +255,9 @@ def _membership(expr: pl.Expr, kind: Kind, values: tuple[n.Literal, ...]) -> pl.
 @_pred.register
 def _(node: n.IsIn) -> pl.Expr:
     item = item_ref(node.arg)
-    x = _val(node.arg)
     if item is None:
-        return _membership(x, kind_of(node.arg), node.values)
+        return _membership(_comparable(node.arg), kind_of(node.arg), node.values)
+    x = _val(node.arg)
     found = _any(x, _membership(pl.element(), item.kind, node.values))
     return found | x.is_null() if any(v.value is None for v in node.values) else found
 
@@ -348,9 +364,15 @@ def _(node: n.Alias) -> pl.Expr:
     return _val(node.arg).alias(node.name)
 
 
+def _operand(node: n.Node) -> pl.Expr:
+    """An operand of arithmetic: narrow integers (date parts, counts) widened to int64,
+    as MongoDB computes (Polars would wrap ``int8`` / ``uint32`` results)."""
+    return _int64(_val(node), arrow_type(node))
+
+
 @_val.register
 def _(node: n.Arithmetic) -> pl.Expr:
-    left, right = _val(node.left), _val(node.right)
+    left, right = _operand(node.left), _operand(node.right)
     if isinstance(node, n.Div):
         if isinstance(node.right, n.Literal):
             if node.right.value == 0:
@@ -367,32 +389,40 @@ def _(node: n.Arithmetic) -> pl.Expr:
 
 @_val.register
 def _(node: n.Neg) -> pl.Expr:
-    return -_val(node.arg)
+    return -_operand(node.arg)
 
 
 @_val.register
 def _(node: n.Abs) -> pl.Expr:
-    return _val(node.arg).abs()
+    return _operand(node.arg).abs()
 
 
 @_val.register
 def _(node: n.Round) -> pl.Expr:
-    return _val(node.arg).round(node.digits, mode="half_to_even")
+    return _operand(node.arg).round(node.digits, mode="half_to_even")
+
+
+def _local(node: n.DatePart | n.Truncate) -> pl.Expr:
+    """The datetime argument, converted to the node's time zone when it has one."""
+    x = _val(node.arg)
+    return x.dt.convert_time_zone(node.time_zone) if node.time_zone else x
 
 
 @_val.register
 def _(node: n.DatePart) -> pl.Expr:
-    return _DATE_PARTS[type(node)](_val(node.arg))
+    return _DATE_PARTS[type(node)](_local(node))
 
 
 @_val.register
 def _(node: n.Truncate) -> pl.Expr:
-    out = _val(node.arg).dt.truncate(node.every)
+    out = _local(node).dt.truncate(node.every)
     if n.parse_every(node.every)[0] == 1:
         return out
     # A bin of several units may start before 0001-01-01, which MongoDB cannot represent:
     # both compilers start such a bin at 0001-01-01.
     first = _FIRST_DAY if kind_of(node.arg) is Kind.DATE else _FIRST_INSTANT
+    if node.time_zone:  # 0001-01-01 at local midnight (MongoDB builds it with the zone)
+        first = _FIRST_LOCAL.dt.replace_time_zone(node.time_zone)
     return pl.when(out < first).then(first).otherwise(out)
 
 
@@ -404,16 +434,20 @@ def _(node: n.StringCase) -> pl.Expr:
 
 @_val.register
 def _(node: n.ListLen) -> pl.Expr:
-    return _val(node.arg).list.len().cast(pl.Int64)
+    return _val(node.arg).list.len()  # uint32, as Polars counts
 
 
 # --------------------------------------------------------------------- aggregations
 def _aggregate(node: n.Aggregation) -> pl.Expr:
     x = _val(node.arg)
+    if not x.meta.root_names():  # reads no column (fld['l'].is_in([])): one value per row
+        x = pl.when(pl.repeat(True, pl.len())).then(x)
     kind = kind_of(node.arg)
     if kind is Kind.BOOL and not isinstance(node, (n.Count, n.First, n.Last, n.NUnique,
-                                                   n.Min, n.Max)):
-        x = x.cast(pl.Int64)
+                                                   n.Min, n.Max, n.Sum)):
+        x = x.cast(pl.Int64)  # a sum of booleans stays Polars' count of true (uint32)
+    if isinstance(node, n.Sum):  # integers summed in 64 bits (Polars keeps int32 / uint32)
+        x = _int64(x, arrow_type(node.arg))
     if isinstance(node, n.Min):  # MongoDB ranks NaN below every number
         return x.nan_min() if kind in (Kind.FLOAT, Kind.ANY) else x.min()
     if isinstance(node, n.Quantile):  # like MongoDB's $percentile, NaN is skipped as null is

@@ -22,10 +22,12 @@ _INFIX: dict[type[n.Node], str] = {
 _METHOD: dict[type[n.Node], str] = {
     n.IsNull: "is_null()", n.IsNotNull: "is_not_null()", n.Abs: "abs()",
     n.Lower: "str.to_lower()", n.Upper: "str.to_upper()", n.ListLen: "list.len()",
-    n.Year: "dt.year()", n.Month: "dt.month()", n.Day: "dt.day()", n.Hour: "dt.hour()",
-    n.Weekday: "dt.weekday()", n.Count: "count()", n.Sum: "sum()", n.Mean: "mean()",
+    n.Count: "count()", n.Sum: "sum()", n.Mean: "mean()",
     n.Min: "min()", n.Max: "max()", n.First: "first()", n.Last: "last()", n.Std: "std()",
     n.Var: "var()", n.Median: "median()", n.NUnique: "n_unique()",
+}
+_DATE_PART: dict[type[n.Node], str] = {
+    n.Year: "year", n.Month: "month", n.Day: "day", n.Hour: "hour", n.Weekday: "weekday",
 }
 _STRING_MATCH: dict[type[n.Node], str] = {
     n.StartsWith: "starts_with", n.EndsWith: "ends_with", n.Contains: "contains",
@@ -136,9 +138,19 @@ def _(node: n.Round) -> str:
     return f"{_operand(node.arg)}.round({node.digits})"
 
 
+def _zone(node: n.DatePart | n.Truncate) -> str:
+    return f"time_zone={node.time_zone!r}" if node.time_zone else ""
+
+
+@to_source.register
+def _(node: n.DatePart) -> str:
+    return f"{_operand(node.arg)}.dt.{_DATE_PART[type(node)]}({_zone(node)})"
+
+
 @to_source.register
 def _(node: n.Truncate) -> str:
-    return f"{_operand(node.arg)}.dt.truncate({node.every!r})"
+    zone = f", {_zone(node)}" if node.time_zone else ""
+    return f"{_operand(node.arg)}.dt.truncate({node.every!r}{zone})"
 
 
 @to_source.register

@@ -92,7 +92,12 @@ class Differential:
 
     def polars_values(self, expr: Expr, resolver: Resolver | None = RESOLVER) -> dict[str, Any]:
         out = self.frame.select("id", expr.to_polars(resolver).alias("v"))
-        return dict(zip(out["id"].to_list(), out["v"].to_list(), strict=True))
+        values = out["v"]
+        if isinstance(values.dtype, pl.Datetime) and values.dtype.time_zone not in (None, "UTC"):
+            # instants, as MongoDB returns them (Python compares ambiguous local times of
+            # two zones by wall clock, so 01:30 EST would equal 01:30 EDT)
+            values = values.dt.convert_time_zone("UTC")
+        return dict(zip(out["id"].to_list(), values.to_list(), strict=True))
 
     def assert_same_values(self, expr: Expr, resolver: Resolver | None = RESOLVER) -> None:
         """Assert the computed column is equal in MongoDB and Polars, row by row."""

@@ -11,7 +11,8 @@ import pytest
 
 import loom_frames.expr
 
-MODULES = ["api", "bind", "literals", "mongo", "namespaces", "nodes", "polars", "render"]
+MODULES = ["api", "bind", "dtypes", "from_polars", "literals", "mongo", "namespaces", "nodes",
+           "polars", "render"]
 
 
 @pytest.mark.parametrize("name", MODULES)
