@@ -9,6 +9,10 @@ is found by pymongo's rules when they give a well-formed URI, and otherwise (or 
 everything up to the last ``@`` that precedes a host list is treated as user info. Over-redacting a
 malformed URI is the price of never printing a password.
 
+One shape stays ambiguous: ``mongodb://bob:12?a=b@host`` is, by pymongo's rules, host
+``bob`` port 12 with an option ``a=b@host`` (exactly like ``mongodb://h:1/?appname=a@b``),
+so a password of digits, then ``?``, then ``key=value`` text is not recognised.
+
 Sensitive options (pymongo's own list: ``tlsCertificateKeyFilePassword``,
 ``proxyPassword``, ...) have their values redacted; ``authMechanismProperties`` keeps
 only the properties pymongo itself shows in a client's repr (``SERVICE_NAME``, ...).
@@ -78,20 +82,19 @@ def split_uri(uri: str) -> UriParts:
     userinfo, at, hosts = host_db.rpartition("@")
     well_formed = bool(scheme_match) and _pymongo_accepts(userinfo if at else None, hosts,
                                                           database, query)
-    last = None
-    for found in _BOUNDARY.finditer(body):
-        last = found
-    if well_formed and at:
-        split_at = len(userinfo)
-    elif last is not None and (not well_formed or last.start() < len(head)):
-        # pymongo sees no (or a broken) user info, yet an "@" before the options is
+    boundaries = [found.start() for found in _BOUNDARY.finditer(body)]
+    in_head = [position for position in boundaries if position < len(head)]
+    pymongo_split = len(userinfo) if at else -1
+    if well_formed and in_head and in_head[-1] > pymongo_split:
+        # pymongo sees no (or a shorter) user info, yet an "@" before the options is
         # followed by a host list: "user:pa/ss@host" (an "@" among options is a value)
-        split_at = last.start()
-        well_formed = False
-    elif "@" in body and not well_formed:
-        split_at = body.rindex("@")
+        split_at, well_formed = in_head[-1], False
+    elif well_formed:
+        split_at = pymongo_split
+    elif boundaries:
+        split_at = boundaries[-1]
     else:
-        split_at = -1
+        split_at = body.rfind("@")
     if split_at < 0:
         user_info, rest = None, body
     else:

@@ -209,7 +209,9 @@ def _client_for(uri: str, ping_timeout: float = PING_TIMEOUT_S) -> pymongo.Mongo
             pymongo.MongoClient(uri, connect=False).close()
         except (PyMongoError, ValueError, OSError) as exc:
             raise _invalid_uri(uri, exc) from exc
-        raise _invalid_uri(uri, ValueError("an '@' follows the host list"))
+        raise _invalid_uri(uri, ValueError(
+            "the user name or password holds an unescaped '/', '?' or '@' (read as it is, "
+            "part of it would be taken for a host or a database name)"))
     try:
         client: pymongo.MongoClient[Any] = pymongo.MongoClient(
             uri, tz_aware=True, tzinfo=_dt.UTC, uuidRepresentation="standard",

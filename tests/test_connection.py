@@ -140,6 +140,7 @@ AWKWARD_URIS = [
     ("mongodb://bob:pa/ss@127.0.0.1:1/", ["pa/ss", "ss@"], "bob:***@127.0.0.1:1"),
     ("mongodb://bob:12/ss@127.0.0.1:1/", ["12/ss", "ss@", "bob:12"], "bob:***@127.0.0.1:1"),
     ("mongodb://bob:p@ss@127.0.0.1:1/", ["p@ss", "ss@"], "bob:***@127.0.0.1:1"),
+    ("mongodb://bob:p@ss/w0rd@127.0.0.1:1/", ["w0rd", "ss/"], "bob:***@127.0.0.1:1"),
     ("mongodb://bob:pa:ss@127.0.0.1:1/", ["pa:ss", ":ss"], "bob:***@127.0.0.1:1"),
     ("mongodb://bob:s3cr%zzet@127.0.0.1:1/", ["s3cr"], "bob:***@127.0.0.1:1"),
     ("mongodb://bob:s3cret@127.0.0.1:1/?tlsCertificateKeyFilePassword=KEYPASS",
