@@ -104,7 +104,7 @@ def test_an_unreachable_server_is_connection_failed_from_every_loader(
 ) -> None:
     server = EmbeddedServer.ephemeral()
     try:
-        lm.connect(with_options(server.uri, serverSelectionTimeoutMS="300"))
+        lm.connect(with_options(server.uri, serverSelectionTimeoutMS="100"))
         port = server.port
         server.stop()
         for name, load in loaders(Item).items():
@@ -206,15 +206,17 @@ def test_a_frozen_server_says_what_to_check(frozen: EmbeddedServer, client: Any)
         n: int
 
     try:
-        lm.connect(with_options(frozen.uri, socketTimeoutMS="1000"))
+        lm.connect(with_options(frozen.uri, socketTimeoutMS="1000",
+                                serverSelectionTimeoutMS="2000"))
         Thing(n=1).persist()
         os.kill(frozen.pid, signal.SIGSTOP)
         start = time.monotonic()
         with pytest.raises(lm.ConnectionFailedError) as info:
             Thing.filter().load_many()
         assert time.monotonic() - start < 20
-        message = str(info.value)
-        assert "did not reply in time" in message and "frozen or overloaded" in message
+        message = str(info.value)  # the read timed out, or its retry found no answer
+        assert "did not reply in time" in message or "did not answer" in message, message
+        assert "frozen or overloaded" in message and "responsive" in message
         with pytest.raises(lm.ConnectionFailedError) as first:  # a new client: the ping
             lm.connect(frozen.uri, ping_timeout=1)
         assert "did not answer" in str(first.value) and "frozen" in str(first.value)
