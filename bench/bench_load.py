@@ -41,7 +41,7 @@ from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E4
 
 import loom_frames as lm  # noqa: E402
 from loom_frames import Persistable, declare_persist_db  # noqa: E402
-from loom_frames.connection import _EmbeddedServer  # noqa: E402
+from loom_frames.embedded import EmbeddedServer  # noqa: E402
 from loom_frames.load import _storage_type, find_table, read_command, to_frame  # noqa: E402
 from loom_frames.schema import arrow_schema, columns_from_arrow  # noqa: E402
 
@@ -117,7 +117,7 @@ def main(run: Callable[[str, int, int], None], doc: str, repeat: int) -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=repeat)
     args = parser.parse_args()
-    server = _EmbeddedServer.start(":memory:")
+    server = EmbeddedServer.ephemeral()
     try:
         run(server.uri, args.docs, args.repeat)
     finally:

@@ -35,7 +35,17 @@ import pymongo  # noqa: E402
 from wire_counter import read_counts  # noqa: E402
 
 import loom_frames as lm  # noqa: E402
-from loom_frames.connection import _EmbeddedServer, free_port  # noqa: E402
+from loom_frames.embedded import EmbeddedServer  # noqa: E402
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free a moment ago (for the byte-counting proxy)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 SCHEMA = {
     "sensor": pl.String, "count": pl.Int64, "value": pl.Float64, "ok": pl.Boolean,
@@ -80,7 +90,7 @@ def main() -> None:
     except ImportError:
         sys.exit("bench_scan needs polars-mongo: pip install 'loom-frames[bench]'")
 
-    server = _EmbeddedServer.start(":memory:")
+    server = EmbeddedServer.ephemeral()
     counts_file = Path(tempfile.mkdtemp()) / "counts"
     port = free_port()
     proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("wire_counter.py")),
@@ -93,7 +103,7 @@ def main() -> None:
         docs = make_docs(args.docs)
         for i in range(0, len(docs), 10_000):
             coll.insert_many(docs[i : i + 10_000], ordered=False)
-        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        uri = server.uri.replace(f":{server.port}/", f":{port}/") + "&directConnection=true"
         lm.connect(uri)
         reference = pl.DataFrame(
             [{k: d.get(k) for k in SCHEMA} for d in coll.find({}, sort=[("_id", 1)])],

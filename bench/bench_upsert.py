@@ -132,9 +132,9 @@ def main() -> None:
     from pymongo import UpdateOne
 
     import loom_frames as lm
-    from loom_frames.connection import _EmbeddedServer
+    from loom_frames.embedded import EmbeddedServer
 
-    server = _EmbeddedServer.start(":memory:")
+    server = EmbeddedServer.ephemeral()
     replies = replies_listener()
     client = pymongo.MongoClient(server.uri, event_listeners=[replies], tz_aware=True,
                                  tzinfo=dt.UTC, uuidRepresentation="standard")
@@ -173,7 +173,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, fn in methods:
                 ours(sample, KEY)  # every method starts from the stored values
-                runs[name].append(measure(name, fn, replies, server.process.pid))
+                runs[name].append(measure(name, fn, replies, server.pid))
     finally:
         lm.disconnect()
         server.stop()

@@ -1,6 +1,6 @@
 """Client cost of writing frames: insert_dataframe / upsert_dataframe vs the usual ways.
 
-Starts SecantusDB as its own process (``_EmbeddedServer.start(":memory:")``), then runs
+Starts SecantusDB as its own process (``EmbeddedServer.ephemeral()``), then runs
 every measurement in a fresh child process (so peak RSS is the method's own):
 
 * insert N rows (default 100,000 and 1,000,000) of a 6-column Polars frame with
@@ -225,9 +225,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.n, args.uri)))
         return
-    from loom_frames.connection import _EmbeddedServer
+    from loom_frames.embedded import EmbeddedServer
 
-    server = _EmbeddedServer.start(":memory:")
+    server = EmbeddedServer.ephemeral()
     try:
         for rows in args.rows:
             results = [run_child(m, rows, server.uri) for m in INSERT_METHODS]

@@ -6,6 +6,7 @@
 
 from .connection import CODEC_OPTIONS, connect, disconnect, get_client
 from .errors import (
+    AuthenticationFailedError,
     ConnectionFailedError,
     DocumentValidationError,
     DuplicateKeyError,
@@ -49,6 +50,7 @@ def scan_collection(db: str, collection: str, *, schema: object) -> object:
 __all__ = [
     "CODEC_OPTIONS",
     "AggregationStages",
+    "AuthenticationFailedError",
     "ConnectionFailedError",
     "DocumentValidationError",
     "DuplicateKeyError",

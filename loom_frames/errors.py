@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "AuthenticationFailedError",
     "ConnectionFailedError",
     "DocumentValidationError",
     "DuplicateKeyError",
@@ -122,6 +123,12 @@ class ConnectionFailedError(LoomError, ConnectionError):
 
 class EmbeddedServerError(LoomError, RuntimeError):
     """The embedded server could not be started."""
+
+
+class AuthenticationFailedError(ConnectionFailedError):
+    """MongoDB refused the credentials: the message names the user and the database they
+    are checked against (never the password). Retrying does not help; nothing was read or
+    written."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

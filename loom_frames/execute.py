@@ -12,8 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import PyMongoError
-
+from .connection import driver_errors
 from .errors import PlanError
 from .codec import document_projection, hydrate
 from .plan import Command
@@ -50,20 +49,16 @@ def _cursor(collection: Collection[Any], command: Command, projection: Any) -> A
     return collection.aggregate(stages, batchSize=WHOLE_RESULT_BATCH)
 
 
-def _wrap(command: Command, exc: PyMongoError) -> PlanError:
-    return PlanError(
-        f"MongoDB rejected the {command.operation} on {command.namespace}: {exc}. "
-        "Hint: see query.explain() for the exact command."
-    )
+def _reading(command: Command, operation: str | None = None) -> str:
+    """What a read is doing, for its errors: the command that actually runs."""
+    return f"reading {command.namespace} ({operation or command.operation})"
 
 
 def objects(model: type[Persistable], collection: Collection[Any], command: Command) -> list[Any]:
     """Whole documents hydrated into model objects (one ``model_validate`` each)."""
     with _gc_paused():
-        try:
+        with driver_errors(f"loading {model.__name__} objects: " + _reading(command)):
             docs = list(_cursor(collection, command, document_projection(model)))
-        except PyMongoError as exc:
-            raise _wrap(command, exc) from exc
         return [hydrate(model, doc) for doc in docs]
 
 
@@ -100,15 +95,14 @@ def _gc_paused() -> Iterator[None]:
 
 def documents(collection: Collection[Any], command: Command) -> Iterator[dict[str, Any]]:
     """The result documents as dicts (a raw pipeline's own shape)."""
-    try:
+    with driver_errors(_reading(command)):
         yield from _cursor(collection, command, None)
-    except PyMongoError as exc:
-        raise _wrap(command, exc) from exc
 
 
 def count(collection: Collection[Any], command: Command) -> int:
-    """The number of result rows, counted by the server."""
-    try:
+    """The number of result rows, counted by the server (one ``aggregate``: a find's
+    filter/skip/limit become ``$match``/``$skip``/``$limit`` then a count)."""
+    with driver_errors("counting: " + _reading(command, "aggregate")):
         if command.operation == "find":
             kwargs: dict[str, Any] = {}
             if command.skip:
@@ -118,8 +112,6 @@ def count(collection: Collection[Any], command: Command) -> int:
             return int(collection.count_documents(dict(command.filter or {}), **kwargs))
         stages = [*(dict(s) for s in command.pipeline), {"$count": "n"}]
         found = next(iter(collection.aggregate(stages)), None)
-    except PyMongoError as exc:
-        raise _wrap(command, exc) from exc
     return int(found["n"]) if found else 0
 
 
@@ -133,7 +125,8 @@ def table(
     if command.schema is None:
         from pymongoarrow.api import aggregate_arrow_all
 
-        return aggregate_arrow_all(collection, [dict(s) for s in command.pipeline])
+        with driver_errors(_reading(command)):
+            return aggregate_arrow_all(collection, [dict(s) for s in command.pipeline])
     if command.operation == "find":
         return load.find_table(
             collection, command.schema, filter=command.filter, sort=list(command.sort) or None,

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
 from ._validity import (
     MISSING,
@@ -59,8 +59,8 @@ from ._validity import (
     report_conditions,
     report_expr,
 )
-from .connection import CODEC_OPTIONS
-from .errors import ConnectionFailedError, DocumentValidationError, PlanError, did_you_mean
+from .connection import CODEC_OPTIONS, driver_errors
+from .errors import DocumentValidationError, PlanError, did_you_mean
 from .execute import WHOLE_RESULT_BATCH
 from .expr.bind import Kind
 from .expr.dtypes import COMPUTED_METADATA
@@ -235,23 +235,10 @@ class _Source:
         return stages
 
 
-@contextlib.contextmanager
-def _server_errors(source: _Source) -> Iterator[None]:
-    """Driver errors become the library's own, at this I/O boundary only."""
-    try:
-        yield
-    except OperationFailure as exc:
-        reason = exc.details.get("errmsg", str(exc)) if exc.details else str(exc)
-        raise PlanError(
-            f"MongoDB rejected the read of {source.namespace}: {reason}. "
-            "Hint: check the filter/pipeline (see the query's explain())."
-        ) from exc
-    except ConnectionFailure as exc:
-        raise ConnectionFailedError(
-            f"lost the connection to MongoDB while reading {source.namespace}: {exc}"
-        ) from exc
-    except PyMongoError as exc:
-        raise PlanError(f"reading {source.namespace} failed: {exc}") from exc
+def _server_errors(source: _Source) -> contextlib.AbstractContextManager[None]:
+    """Driver errors become the library's own (:func:`~loom_frames.connection.driver_error`)."""
+    operation = "aggregate" if source.pipeline is not None else "find"
+    return driver_errors(f"reading {source.namespace} ({operation})")
 
 
 # ------------------------------------------------------------------------ reads

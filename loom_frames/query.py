@@ -206,13 +206,14 @@ class Query:
         return model
 
     def _collection(self) -> Any:
-        if self.source.model is not None:
-            return self.source.model.collection()
-        from .connection import CODEC_OPTIONS, get_client
+        from .connection import CODEC_OPTIONS, driver_errors, get_client
 
-        return get_client()[self.source.database].get_collection(
-            self.source.collection, codec_options=CODEC_OPTIONS
-        )
+        with driver_errors(f"opening {self.source.database}.{self.source.collection}"):
+            if self.source.model is not None:
+                return self.source.model.collection()
+            return get_client()[self.source.database].get_collection(
+                self.source.collection, codec_options=CODEC_OPTIONS
+            )
 
     def load_many(self) -> list[Any]:
         """The matching documents as model objects (dicts for a raw ``agg`` pipeline)."""

@@ -2,7 +2,9 @@
 
 ``MONGODB_URI`` set: the suite runs against that server (it must be disposable: tests
 drop the databases they create). Otherwise one ephemeral SecantusDB server is started as
-its own process (``secantusd-py --storage-path :memory: --enable-test-commands``).
+its own process, in memory, with test commands (fail points) enabled and authentication
+on, as the embedded server always is: ``mongo_uri`` carries its credentials, so other
+processes can use it too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from pymongo import monitoring
 
 import loom_frames as lm
-from loom_frames.connection import _EmbeddedServer
+from loom_frames.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +30,7 @@ def mongo_uri() -> Iterator[str]:
     if uri:
         yield uri
         return
-    server = _EmbeddedServer.start(":memory:", extra_args=("--enable-test-commands",))
+    server = EmbeddedServer.ephemeral(test_commands=True)
     try:
         yield server.uri
     finally:
