@@ -425,6 +425,18 @@ def declare_persist_db(
             raise ModelDeclarationError(
                 f"{label} must be a non-empty string without '$' or NUL, got {value!r}"
             )
+    bad = sorted(set(db_name) & set('/\\. "*<>:|?'))
+    if bad or len(db_name.encode()) + (5 if test else 0) > 63:
+        raise ModelDeclarationError(
+            f"db_name {db_name!r} is not a MongoDB database name: "
+            + (f"it contains {', '.join(map(repr, bad))}" if bad else "it is over 63 bytes")
+            + ". Hint: use letters, digits, '_' and '-', e.g. 'my_app'."
+        )
+    if collection_name.startswith("system."):
+        raise ModelDeclarationError(
+            f"collection_name {collection_name!r} is reserved by MongoDB (system.*). "
+            "Hint: choose another name."
+        )
 
     def decorate(cls: type[M]) -> type[M]:
         if not (isinstance(cls, type) and issubclass(cls, Persistable)):

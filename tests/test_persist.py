@@ -384,6 +384,15 @@ def test_declaration_rejects_bad_names() -> None:
         declare_persist_db(db_name="x", collection_name="$bad")
     with pytest.raises(lm.ModelDeclarationError, match="Persistable subclass"):
         declare_persist_db(db_name="x", collection_name="y")(dict)  # type: ignore[type-var]
+    # Names MongoDB refuses fail at the declaration, not as a driver error at first use.
+    for db_name, says in [("my app", "contains ' '"), ("a.b", "contains '.'"),
+                          ("x" * 64, "over 63 bytes")]:
+        with pytest.raises(lm.ModelDeclarationError, match=says):
+            declare_persist_db(db_name=db_name, collection_name="y")
+    with pytest.raises(lm.ModelDeclarationError, match="over 63 bytes"):
+        declare_persist_db(db_name="x" * 60, collection_name="y", test=True)  # + "_test"
+    with pytest.raises(lm.ModelDeclarationError, match="reserved by MongoDB"):
+        declare_persist_db(db_name="x", collection_name="system.users")
 
 
 def test_test_flag_uses_test_database(db_name: str, client: Any) -> None:
