@@ -38,14 +38,23 @@ from .stages import AggregationStages
 __version__ = "0.1.0"
 
 
-def scan_collection(db: str, collection: str, *, schema: object) -> object:
-    """A Polars LazyFrame over a collection with no model, typed by ``schema``.
+def scan_collection(
+    db: str,
+    collection: str,
+    *,
+    schema: object = None,
+    infer_schema_length: int | None = 100,
+    on_invalid: str = "raise",
+) -> object:
+    """A Polars LazyFrame over a collection with no model, typed by ``schema`` or by a
+    schema inferred from its first ``infer_schema_length`` documents.
 
     See :func:`loom_frames.scan.scan_collection`.
     """
     from .scan import scan_collection as _scan
 
-    return _scan(db, collection, schema=schema)
+    return _scan(db, collection, schema=schema, infer_schema_length=infer_schema_length,  # type: ignore[arg-type]
+                 on_invalid=on_invalid)
 
 __all__ = [
     "CODEC_OPTIONS",

@@ -28,8 +28,11 @@ nested ``BaseModel``        ``struct<...>``                  embedded document
 * **Decimal**: ``decimal128(max_digits, decimal_places)`` when the field declares both
   (``Field(max_digits=10, decimal_places=2)`` or ``condecimal``); otherwise
   ``decimal128(38, decimal_places or 18)``.
-* ``dict``, ``Any``, unions of several types and self-referencing models have no column
-  type (:attr:`Kind.ANY`, ``type`` None).
+* ``dict``, ``Any``, unions of several types, ``tuple[int, str]``, ``timedelta``, lists
+  of those and self-referencing models have no column type (``type`` None): they are
+  **free-form**. Objects hold whatever Pydantic makes of them; a frame holds each value
+  as relaxed Extended JSON text (a ``string`` column, :attr:`Column.frame_type`); counts,
+  filters and dotted paths into them (``fld['meta.source']``) need no column type.
 * **Storage keys** (the alias a field is stored under) are checked when a model class is
   defined (:func:`check_storage_keys`): never empty, never starting with ``$``, without
   ``.`` or NUL, not ``_id`` except for ``id``, and not one of the library's reserved
@@ -97,6 +100,7 @@ META_KEY = b"loom.key"
 META_VALUES = b"loom.values"
 META_REQUIRED = b"loom.required"
 META_MODEL = b"loom.model"
+META_JSON = b"loom.json"  # a free-form column: values as Extended JSON text
 
 @cache
 def _arrow_of_kind() -> dict[Kind, pa.DataType]:
@@ -145,6 +149,19 @@ class Column:
     default_is_none: bool = False
 
     @property
+    def free_form(self) -> bool:
+        """True for a column without a column type (dict, Any, unions, ...): a frame
+        holds its values as Extended JSON text."""
+        return self.type is None
+
+    @property
+    def frame_type(self) -> pa.DataType:
+        """The Arrow type of this column in a frame (``string`` for a free-form one)."""
+        import pyarrow as pa
+
+        return pa.string() if self.type is None else self.type
+
+    @property
     def binary(self) -> bool:
         """True for a ``bytes`` column (stored as BSON binary subtype 0)."""
         import pyarrow as pa
@@ -159,16 +176,16 @@ class Column:
         """This column as a ``pa.Field`` carrying its storage key/kind in the metadata."""
         import pyarrow as pa
 
-        if self.type is None:
-            raise ModelDeclarationError(no_type_message([self]))
         meta: dict[bytes, bytes] = {META_KIND: self.kind.value.encode()}
+        if self.type is None:
+            meta[META_JSON] = b"true"
         if self.key != self.name:
             meta[META_KEY] = self.key.encode()
         if self.values is not None:
             meta[META_VALUES] = json.dumps(list(self.values)).encode()
         if self.required:
             meta[META_REQUIRED] = b"true"
-        return pa.field(self.name, self.type, nullable=True, metadata=meta)
+        return pa.field(self.name, self.frame_type, nullable=True, metadata=meta)
 
 
 # ---------------------------------------------------------------------------- models
@@ -529,16 +546,6 @@ def _decimal_type(metadata: list[Any], name: str) -> pa.Decimal128Type:
 
 def _has_type(col: Column) -> bool:
     return col.type is not None
-
-
-def no_type_message(cols: Sequence[Column], model: str | None = None) -> str:
-    names = ", ".join(f"{c.name!r} ({_describe_annotation(c.annotation)})" for c in cols)
-    where = f" of {model}" if model else ""
-    return (
-        f"field(s) {names}{where} have no dataframe column type (dict, Any, unions of "
-        "several types, self-referencing models). Hint: select the other columns, or "
-        "declare a nested model for the field."
-    )
 
 
 def _describe_annotation(annotation: Any) -> str:

@@ -289,15 +289,17 @@ class Persistable(BaseModel):
         return Query.from_model(cls).filter(*exprs)
 
     @classmethod
-    def scan(cls) -> Any:
+    def scan(cls, *, on_invalid: str = "raise") -> Any:
         """A Polars ``LazyFrame`` over the collection (pushdown of columns, filters, limits).
+
+        ``on_invalid="null"`` reads stored values that do not fit the model as null.
 
         >>> import polars as pl
         >>> lazy = User.scan().filter(pl.col("age") > 25).select("name")  # doctest: +SKIP
         """
         from .query import Query
 
-        return Query.from_model(cls).scan()
+        return Query.from_model(cls).scan(on_invalid=on_invalid)
 
     @classmethod
     def insert_dataframe(

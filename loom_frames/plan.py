@@ -23,9 +23,9 @@ import pyarrow as pa
 from .errors import PlanError
 from .expr import Expr
 from .expr import nodes as n
-from .expr.bind import kind_of
+from .expr.bind import Kind, kind_of
 from .expr.dtypes import COMPUTED_METADATA, arrow_type
-from .schema import Column, ModelResolver, columns_from_arrow, model_columns
+from .schema import Column, ModelResolver, columns_from_arrow, model_columns, projection_of
 
 if TYPE_CHECKING:
     from .model import Persistable
@@ -113,6 +113,7 @@ class Pipeline:
 
     stages: tuple[Mapping[str, Any], ...]
     schema: pa.Schema | None = None
+    infer_schema_length: int | None = 100  # without a schema: documents sampled to type it
 
 
 Step = Filter | Sort | Skip | Limit | Select | WithColumns | GroupBy | Pipeline
@@ -258,6 +259,9 @@ def _source_column(frame: Frame, node: n.Node) -> Column | None:
     cols: Sequence[Column] = frame.columns or ()
     col: Column | None = None
     for part in node.ref.columns:
+        if col is not None and col.type is None and not col.children:
+            # a path into a free-form value (dict, Any, ...): free-form too (JSON text)
+            return Column(node.ref.columns[-1], node.ref.columns[-1], Kind.ANY, None)
         col = next((c for c in cols if c.name == part), None)
         if col is None:
             return None
@@ -272,33 +276,47 @@ def _source_column(frame: Frame, node: n.Node) -> Column | None:
 class Command:
     """The one MongoDB command a plan runs, and the columns it returns.
 
-    ``operation`` is ``"find"`` (with ``filter``/``sort``/``skip``/``limit``; the
-    projection follows from ``schema``) or ``"aggregate"`` (with ``pipeline``).
+    ``operation`` is ``"find"`` (with ``filter``/``sort``/``skip``/``limit`` and the
+    ``projection``) or ``"aggregate"`` (with ``pipeline``; the ``projection`` is its last
+    ``$project``). ``columns`` are the result's columns (None after a raw pipeline without
+    a schema: the loader infers them), ``computed`` the expression each computed column
+    holds. A pure value: building, printing or comparing it runs and imports nothing of
+    the read side.
     """
 
     database: str
     collection: str
     operation: Literal["find", "aggregate"]
-    schema: pa.Schema | None
+    columns: tuple[Column, ...] | None
     filter: Mapping[str, Any] | None = None
     sort: tuple[tuple[str, int], ...] = ()
     skip: int = 0
     limit: int = 0
     pipeline: tuple[Mapping[str, Any], ...] = ()
     whole_documents: bool = False  # rows are complete model documents
+    documents: bool = False  # rows are stored documents (an error can name their _id)
+    name: str = ""  # the model's name, or "db.collection", for messages
+    computed: tuple[tuple[str, str], ...] = ()  # (column, expression source)
+    projection: Mapping[str, Any] | None = None  # the plain projection of ``columns``
+    infer_schema_length: int | None = 100  # columns None: result rows sampled to type them
 
     @property
     def namespace(self) -> str:
         return f"{self.database}.{self.collection}"
 
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The result's Arrow schema (field metadata: storage key, kind, computed source)."""
+        if self.columns is None:
+            return None
+        return _schema_of(self.columns, self.name, self.computed)
+
     def to_dict(self) -> dict[str, Any]:
         """The command as MongoDB receives it (projection included)."""
-        from .load import read_command
-
         if self.operation == "find":
             out: dict[str, Any] = {"find": self.collection, "filter": dict(self.filter or {})}
-            if self.schema is not None:
-                out["projection"] = read_command(self.schema)["projection"]
+            if self.projection is not None:
+                out["projection"] = dict(self.projection)
             if self.sort:
                 out["sort"] = dict(self.sort)
             if self.skip:
@@ -306,10 +324,24 @@ class Command:
             if self.limit:
                 out["limit"] = self.limit
             return out
-        stages = [dict(s) for s in self.pipeline]
-        if self.schema is not None:
-            stages.append({"$project": read_command(self.schema)["projection"]})
-        return {"aggregate": self.collection, "pipeline": stages}
+        return {"aggregate": self.collection, "pipeline": [dict(s) for s in self.stages()]}
+
+    def stages(self, *, projected: bool = True) -> list[Mapping[str, Any]]:
+        """An aggregate's pipeline as sent (its projection last, unless ``projected`` is
+        False); a find's as the stages that select the same rows."""
+        if self.operation == "find":
+            stages: list[Mapping[str, Any]] = [{"$match": dict(self.filter or {})}]
+            if self.sort:
+                stages.append({"$sort": dict(self.sort)})
+            if self.skip:
+                stages.append({"$skip": self.skip})
+            if self.limit:
+                stages.append({"$limit": self.limit})
+        else:
+            stages = list(self.pipeline)
+        if projected and self.projection is not None:
+            stages.append({"$project": dict(self.projection)})
+        return stages
 
     def __repr__(self) -> str:
         return f"Command({self.database!r}, {_json(self.to_dict())})"
@@ -347,32 +379,42 @@ def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
     stages: list[dict[str, Any]] = []
     frame = initial_frame(source)
     for step in steps:
-        stages.extend(_stages(frame, step))
+        again = (source.collection, _optimise(list(stages)))
+        stages.extend(_stages(frame, step, again))
         frame = _advance(frame, step)
     stages = _optimise(stages)
-    schema = _schema(frame)
+    common: dict[str, Any] = {
+        "whole_documents": frame.whole, "documents": frame.documents, "name": frame.name,
+        "computed": frame.computed, "projection": _projection(frame),
+    }
+    pipelines = [s for s in steps if isinstance(s, Pipeline)]
+    if pipelines:
+        common["infer_schema_length"] = pipelines[-1].infer_schema_length
     find = _as_find(stages, frame)
     if find is not None:
         filter_, sort, skip, limit = find
-        return Command(source.database, source.collection, "find", schema, filter_,
-                       sort, skip, limit, whole_documents=frame.whole)
-    return Command(source.database, source.collection, "aggregate", schema,
-                   pipeline=tuple(stages), whole_documents=frame.whole)
+        return Command(source.database, source.collection, "find", frame.columns, filter_,
+                       sort, skip, limit, **common)
+    return Command(source.database, source.collection, "aggregate", frame.columns,
+                   pipeline=tuple(stages), **common)
 
 
-def _schema(frame: Frame) -> pa.Schema | None:
+def _projection(frame: Frame) -> dict[str, Any] | None:
+    """The plain projection of the result's columns: their top-level keys, whole (a
+    sub-document or array is fetched whole, so a value of the wrong shape reaches the
+    client to be reported). Nothing is computed."""
     if frame.columns is None:
         return None
-    return _schema_of(frame.columns, frame.name, frame.computed)
+    return projection_of(frame.columns)
 
 
 @functools.lru_cache(maxsize=256)
 def _schema_of(
     columns: tuple[Column, ...], name: str, computed: tuple[tuple[str, str], ...] = ()
 ) -> pa.Schema:
-    # Cached: a model's columns are cached objects (compared by identity), so every plan
-    # over whole documents gets the same schema object, and the loader finds its read
-    # plan for it by identity instead of serialising the schema.
+    # Cached: a model's columns are cached objects (compared by identity), so the plans of
+    # a model share one schema object. Only users of ``Command.schema`` build it; the
+    # loaders read the columns themselves.
     sources = dict(computed)
     fields = []
     for col in columns:
@@ -384,7 +426,11 @@ def _schema_of(
     return pa.schema(fields, metadata={b"loom.model": name.encode()})
 
 
-def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:
+def _stages(
+    frame: Frame, step: Step, again: tuple[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The stages of one step; ``again`` is (collection, stages) re-creating its input,
+    for a group-by that reads it twice (see :func:`~loom_frames.expr.mongo.group_stages`)."""
     if isinstance(step, Filter):
         return [{"$match": step.predicate.to_mongo()}]
     if isinstance(step, Sort):
@@ -408,7 +454,7 @@ def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:
     if isinstance(step, WithColumns):
         return [{"$set": {name: _value(expr) for name, expr in step.items}}]
     if isinstance(step, GroupBy):
-        return _group(step)
+        return _group(step, again)
     raise PlanError(f"unknown plan step {step!r}")
 
 
@@ -425,17 +471,25 @@ def _value(expr: Expr) -> Any:
     return {"$literal": value}
 
 
-def _group(step: GroupBy) -> list[dict[str, Any]]:
+def _group(step: GroupBy, again: tuple[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    from .expr.mongo import group_stages
+
     keys = {name: _key(expr) for name, expr in step.keys}
-    group: dict[str, Any] = {"_id": keys if keys else None}
+    accumulators = [expr.alias(name).to_mongo_accumulator() for name, expr in step.aggs]
+    coll, before = again
+    rerun = None if _nondeterministic(before) else (coll, before)
+    stages, finals = group_stages(keys if keys else None, accumulators, rerun)
     project: dict[str, Any] = {"_id": 0}
     for name in keys:
         project[name] = f"$_id.{name}"
-    for name, expr in step.aggs:
-        acc = expr.alias(name).to_mongo_accumulator()
-        group[name] = acc.group
-        project[name] = acc.finalize()
-    return [{"$group": group}, {"$project": project}]
+    project.update(finals)
+    return [*stages, {"$project": project}]
+
+
+def _nondeterministic(stages: Sequence[Mapping[str, Any]]) -> bool:
+    """True when running ``stages`` twice may give other rows ($sample, $rand)."""
+    text = _json(list(stages))
+    return '"$sample"' in text or '"$rand"' in text
 
 
 def _key(expr: Expr) -> Any:

@@ -105,6 +105,12 @@ class Reporter:
         self._wanted = interactive() if self._auto else progress is True
         self._bar: Any = None
 
+    @property
+    def watching(self) -> bool:
+        """True when this work's progress may be shown (a bar, or a callback): a load
+        then asks for smaller batches, so the bar moves while it runs."""
+        return self._callback is not None or bool(self._wanted)
+
     def __enter__(self) -> Self:
         return self
 

@@ -19,7 +19,6 @@ names, not when the query runs.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
     from .model import Persistable
     from .progress import Progress
 
-__all__ = ["Explain", "GroupedQuery", "Query", "summarised"]
+__all__ = ["Explain", "GroupedQuery", "Query"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -149,20 +148,35 @@ class Query:
         """Group rows by keys (names or expressions, e.g. ``fld['ts'].dt.truncate('1h')``)."""
         return GroupedQuery(self, self._named(keys, named, "group_by()"))
 
-    def agg(self, pipeline: Sequence[Mapping[str, Any]], *, schema: pa.Schema | None = None) -> Query:
+    def agg(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        *,
+        schema: pa.Schema | None = None,
+        infer_schema_length: int | None = 100,
+    ) -> Query:
         """Append a raw aggregation pipeline (``AggregationStages`` or a list of stages).
 
         Its output shape is the pipeline's own: ``load_many()`` returns dicts, and frames
-        use ``schema`` when given (else pymongoarrow infers the types from the results).
+        use ``schema`` when given, else a schema inferred from the first
+        ``infer_schema_length`` result rows (None: all of them), as Polars' readers do:
+        nested documents become structs, int and double widen to double, other mixed
+        types are Extended JSON text.
         """
         if schema is not None:
             for name in schema.names:
                 check_output_name(name, "agg(schema=...)")
+        if infer_schema_length is not None and (
+            isinstance(infer_schema_length, bool) or not isinstance(infer_schema_length, int)
+            or infer_schema_length < 1
+        ):
+            raise PlanError(f"infer_schema_length must be an int >= 1 or None, got "
+                            f"{infer_schema_length!r}")
         stages = tuple(dict(stage) for stage in pipeline)
         for stage in stages:
             if len(stage) != 1 or not next(iter(stage)).startswith("$"):
                 raise PlanError(f"a pipeline stage is a one-key dict like {{'$match': ...}}, got {stage!r}")
-        return self._then(Pipeline(stages, schema))
+        return self._then(Pipeline(stages, schema, infer_schema_length))
 
     def _named(
         self, items: Sequence[str | Expr], named: Mapping[str, Expr], what: str
@@ -206,22 +220,22 @@ class Query:
         return model
 
     def _collection(self) -> Any:
-        from .connection import CODEC_OPTIONS, driver_errors, get_client
+        from .read.cursor import open_collection
 
-        with driver_errors(f"opening {self.source.database}.{self.source.collection}"):
-            if self.source.model is not None:
-                return self.source.model.collection()
-            return get_client()[self.source.database].get_collection(
-                self.source.collection, codec_options=CODEC_OPTIONS
-            )
+        return open_collection(self.source.database, self.source.collection, self.source.model)
 
     def load_many(self) -> list[Any]:
-        """The matching documents as model objects (dicts for a raw ``agg`` pipeline)."""
-        from . import execute
+        """The matching documents as model objects (dicts for a raw ``agg`` pipeline).
+
+        Every stored value is held to the model (see "Stored values" in
+        :mod:`loom_frames.codec`); one that does not fit raises
+        :class:`~loom_frames.errors.DocumentValidationError`.
+        """
+        from .read import objects
 
         command = self.compile()
         if any(isinstance(s, Pipeline) for s in self.steps):
-            return list(execute.documents(self._collection(), command))
+            return list(objects.documents(self._collection(), command))
         model = self._model("load_many()")
         if not command.whole_documents:
             raise PlanError(
@@ -229,7 +243,7 @@ class Query:
                 "some columns or computed rows. Hint: use load_polars() / load_dataframe() "
                 "/ load_table() for projections and group-bys."
             )
-        return execute.objects(model, self._collection(), command)
+        return objects.load_objects(model, self._collection(), command)
 
     def load_one(self) -> Any | None:
         """The first matching object (or dict), or None."""
@@ -249,33 +263,33 @@ class Query:
 
     def count(self) -> int:
         """How many rows the query returns (counted by MongoDB; nothing is loaded)."""
-        from . import execute
+        from .read import cursor
 
-        return execute.count(self._collection(), self.compile())
+        return cursor.count(self._collection(), self.compile())
 
     def exists(self) -> bool:
         """True when at least one row matches (MongoDB returns at most one ``_id``)."""
-        from . import execute
+        from .read import cursor
 
-        return execute.count(self._collection(), self._first(1).compile()) > 0
+        return cursor.count(self._collection(), self._first(1).compile()) > 0
 
     def load_table(self, *, on_invalid: str = "raise", progress: Progress = "auto") -> pa.Table:
         """The rows as a PyArrow table of the model's (or plan's) schema.
 
         ``on_invalid="null"`` loads values that do not fit the schema as null (default:
         raise, naming the model, field, ``_id`` and value). ``progress``: a bar of bytes
-        received when the result spans several server batches in an interactive session
+        received in an interactive session when the result spans several server batches
         (``"auto"``), ``True``/``False``, or a callable (see :mod:`loom_frames.progress`).
         """
-        from . import execute
+        from .read import frames
 
-        return execute.table(self._collection(), self.compile(), on_invalid=on_invalid,
-                             progress=progress)
+        return frames.load_table(self._collection(), self.compile(),
+                                 on_invalid=on_invalid, progress=progress)  # type: ignore[arg-type]
 
     def load_polars(self, *, on_invalid: str = "raise", progress: Progress = "auto"
                     ) -> pl.DataFrame:
         """The rows as a Polars DataFrame (options as :meth:`load_table`)."""
-        from .load import to_frame
+        from .read.frames import to_frame
 
         return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "polars")
 
@@ -283,25 +297,29 @@ class Query:
                        ) -> pd.DataFrame:
         """The rows as a pandas DataFrame (nullable dtypes, tz-aware UTC datetimes;
         options as :meth:`load_table`)."""
-        from .load import to_frame
+        from .read.frames import to_frame
 
         return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "pandas")
 
-    def scan(self) -> pl.LazyFrame:
+    def scan(self, *, on_invalid: str = "raise") -> pl.LazyFrame:
         """This query as a Polars LazyFrame source with projection, predicate and limit
-        pushdown (see :mod:`loom_frames.scan`); nothing is read until it is collected."""
+        pushdown (see :mod:`loom_frames.scan`); nothing is read until it is collected.
+        ``on_invalid="null"`` reads values that do not fit as null, as the loaders do."""
         from .scan import scan_query
 
-        return scan_query(self)
+        return scan_query(self, on_invalid=on_invalid)
 
     def iter_batches(
         self, batch_size: int = 65_536, *, on_invalid: str = "raise", progress: Progress = "auto"
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows as Arrow record batches of at most ``batch_size`` rows."""
-        from . import execute
+        from .read import frames
 
-        return execute.batches(self._collection(), self.compile(), batch_size=batch_size,
-                               on_invalid=on_invalid, progress=progress)
+        command = self.compile()
+        if command.columns is None:
+            raise PlanError("iter_batches() needs known columns. Hint: pass schema= to agg().")
+        return frames.load_batches(self._collection(), command, batch_size=batch_size,
+                                   on_invalid=on_invalid, progress=progress)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -344,13 +362,12 @@ class Explain:
     command: Command
 
     def lines(self) -> list[str]:
-        """The plan as text lines; the report field's expression is summarised (the full
-        command is ``self.command.to_dict()``)."""
+        """The plan as text lines (the full command is ``self.command.to_dict()``)."""
         from .plan import _json
 
         cmd = self.command
         out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}"]
-        for key, value in summarised(cmd.to_dict()).items():
+        for key, value in cmd.to_dict().items():
             if key in (cmd.operation, "find", "aggregate"):
                 continue
             if key == "pipeline":
@@ -358,13 +375,14 @@ class Explain:
                 out.extend(f"    {_json(stage)}" for stage in value)
             else:
                 out.append(f"  {key}: {_json(value)}")
-        if cmd.schema is not None:
-            cols = ", ".join(f"{f.name}: {f.type}" for f in cmd.schema)
+        if cmd.columns is not None:
+            cols = ", ".join(f"{c.name}: {c.frame_type}" for c in cmd.columns)
             out.append(f"  columns: {cols}")
-            out.append("locally: type conversion of the returned columns only "
-                       "(ObjectId -> hex string, ...)")
+            out.append("locally: type conversion of the returned columns (ObjectId -> hex "
+                       "string, ...); cells that came back null are checked against the "
+                       "raw documents")
         else:
-            out.append("locally: nothing (column types inferred from the results)")
+            out.append("locally: column types inferred from the first result rows")
         return out
 
     def __str__(self) -> str:
@@ -375,27 +393,6 @@ class Explain:
 
     def _repr_html_(self) -> str:
         return "<pre>" + html.escape(str(self)) + "</pre>"
-
-
-def summarised(value: Any) -> Any:
-    """``value`` with each wrong-type report expression replaced by a one-line summary."""
-    from ._validity import REPORT_KEY
-
-    if isinstance(value, Mapping):
-        return {
-            k: _report_summary(v) if k == REPORT_KEY else summarised(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [summarised(v) for v in value]
-    return value
-
-
-def _report_summary(expr: Any) -> str:
-    from .plan import _json
-
-    fields = sorted(set(re.findall(r'"[a-z]:([^"]+)"', _json(expr))))
-    return (f"<server-side type check of {', '.join(fields)}: absent when the document "
-            "fits>")
 
 
 def _positive(value: int, what: str, *, minimum: int) -> int:

@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from .query import Query
 
 __all__ = ["ScanPushdown", "last_pushdown", "pushdown", "scan_collection", "scan_query"]
+
+log = logging.getLogger("loom_frames.read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +110,29 @@ def pushdown(
     return ScanPushdown(query, tuple(needed), predicate, n_rows is not None, tuple(kept))
 
 
-def scan_query(query: Query) -> pl.LazyFrame:
-    """A LazyFrame over a query's rows (nothing is read until it is collected)."""
+def scan_query(query: Query, *, on_invalid: str = "raise") -> pl.LazyFrame:
+    """A LazyFrame over a query's rows (nothing is read until it is collected).
+
+    ``on_invalid="null"`` reads values that do not fit as null (default: raise, naming
+    the model, field, ``_id`` and value). A raw pipeline without a schema is typed by a
+    sample of its results, read now (see :func:`scan_collection`).
+    """
+    from .read.validity import check_on_invalid
+
+    check_on_invalid(on_invalid)
+    inferred = ""
+    if query.compile().columns is None:
+        query, inferred = _typed_by_sample(query)
+    return _source(query, on_invalid, inferred)
+
+
+def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
-    from .load import to_frame
-    from .query import summarised
+    from .read.frames import to_frame
 
     command = query.compile()
-    if command.schema is None:
-        raise PlanError("scan() needs known columns. Hint: pass schema= to agg().")
+    assert command.schema is not None
     schema = pl.Schema(to_frame(command.schema.empty_table(), "polars").schema)
 
     def source(
@@ -129,7 +145,7 @@ def scan_query(query: Query) -> pl.LazyFrame:
             return
         plan = pushdown(query, with_columns, predicate, n_rows)
         _last[:] = [plan]
-        for batch in plan.query.iter_batches(batch_size or 65_536):
+        for batch in plan.query.iter_batches(batch_size or 65_536, on_invalid=on_invalid):
             df = pl.from_arrow(pa.Table.from_batches([batch]))
             assert isinstance(df, pl.DataFrame)
             if predicate is not None:
@@ -139,7 +155,7 @@ def scan_query(query: Query) -> pl.LazyFrame:
             if df.height:
                 yield df
 
-    detail = summarised(command.to_dict())
+    detail = command.to_dict()
     detail.pop(command.operation, None)
     return register_io_source(
         source,
@@ -148,8 +164,31 @@ def scan_query(query: Query) -> pl.LazyFrame:
         explain_name=f"MongoDB[{command.namespace}]",
         # Polars fixes this text now; each collect then pushes its own columns, filter
         # and limit into it (see pushdown()).
-        explain_detail=f"{command.operation} before pushdown {_short(detail)}",
+        explain_detail=f"{command.operation} before pushdown {_short(detail)}"
+        + (f"; {inferred}" if inferred else ""),
     )
+
+
+def _typed_by_sample(query: Query) -> tuple[Query, str]:
+    """A raw pipeline's query with the schema of a sample of its results (the last
+    pipeline step gets it), and what was inferred."""
+    from dataclasses import replace
+
+    from .plan import Pipeline
+    from .read import cursor
+    from .read.infer import describe, infer_schema
+
+    at = max(i for i, step in enumerate(query.steps) if isinstance(step, Pipeline))
+    step = query.steps[at]
+    assert isinstance(step, Pipeline)
+    sampled = replace(query, steps=query.steps[: at + 1])
+    docs = list(cursor.documents(sampled._collection(), sampled.compile(),
+                                 limit=step.infer_schema_length or 0))
+    schema, notes = infer_schema(docs)
+    typed = replace(step, schema=schema)
+    said = describe(len(docs), notes)
+    log.info("%s: %s", query.source.name, said)
+    return replace(query, steps=(*query.steps[:at], typed, *query.steps[at + 1:])), said
 
 
 _last: list[ScanPushdown] = []  # the latest collect's pushdown (any thread: Polars' own)
@@ -171,19 +210,56 @@ def last_pushdown() -> ScanPushdown | None:
 
 
 def scan_collection(
-    db: str, collection: str, *, schema: pa.Schema | Mapping[str, Any]
+    db: str,
+    collection: str,
+    *,
+    schema: pa.Schema | Mapping[str, Any] | None = None,
+    infer_schema_length: int | None = 100,
+    on_invalid: str = "raise",
 ) -> pl.LazyFrame:
-    """A LazyFrame over any collection, typed by ``schema`` (never guessed).
+    """A LazyFrame over any collection, typed by ``schema``, or else by its first
+    ``infer_schema_length`` documents (None: all of them), as Polars' readers do.
 
-    ``schema`` is a ``pyarrow.Schema`` or a dict of column -> Arrow or Polars type.
+    ``schema`` is a ``pyarrow.Schema`` or a dict of column -> Arrow or Polars type. An
+    inferred schema types nested documents as structs, arrays as lists, widens int and
+    double to double, and makes other mixed types (and types it cannot hold) Extended
+    JSON text; ``lf.explain()`` says what it inferred, and so does the
+    ``loom_frames.read`` logger. ``on_invalid="null"``: values that do not fit the schema
+    are null (default: raise, naming the document).
 
     >>> lf = scan_collection("app", "raw", schema={"sensor": pl.String, "value": pl.Float64})
     >>> lf.collect_schema()
     Schema([('sensor', String), ('value', Float64)])
     """
     from .query import Query
+    from .read.validity import check_on_invalid
 
-    return scan_query(Query(Source.of_collection(db, collection, _arrow_schema(schema))))
+    check_on_invalid(on_invalid)
+    inferred = ""
+    if schema is None:
+        schema, inferred = _sampled_schema(db, collection, infer_schema_length)
+    query = Query(Source.of_collection(db, collection, _arrow_schema(schema)))
+    return _source(query, on_invalid, inferred)
+
+
+def _sampled_schema(db: str, collection: str, n: int | None) -> tuple[pa.Schema, str]:
+    from .plan import Command
+    from .read import cursor
+    from .read.infer import describe, infer_schema
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise PlanError(f"infer_schema_length must be an int >= 1 or None, got {n!r}")
+    coll = cursor.open_collection(db, collection)
+    docs = list(cursor.documents(coll, Command(db, collection, "find", None), limit=n or 0))
+    if not docs:
+        raise PlanError(
+            f"{db}.{collection} holds no document to infer a schema from. Hint: pass "
+            "schema={...} to scan_collection()."
+        )
+    schema, notes = infer_schema(docs)
+    said = describe(len(docs), notes)
+    log.info("%s.%s: %s", db, collection, said)
+    return schema, said
 
 
 def _arrow_schema(schema: pa.Schema | Mapping[str, Any]) -> pa.Schema:

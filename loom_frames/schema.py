@@ -14,9 +14,11 @@ each annotation maps to is decided in :mod:`loom_frames.columns` (the field cata
 * **Nullability**: every Arrow field is nullable, because any document may lack any field
   (a missing field loads as null). Whether the *model* requires the field is recorded in
   the field metadata (``loom.required``).
-* A field without a column type (``dict``, ``Any``, ...) in an Arrow schema is a
-  :class:`~loom_frames.errors.ModelDeclarationError` naming them (select the other
-  columns). They can still be filtered on (``fld['meta.source'] == 'web'``).
+* A **free-form** field (``dict``, ``Any``, unions, ...: no column type) is a ``string``
+  column of relaxed Extended JSON text (``{"source": "web", "n": 2}``; null for a null
+  or missing value; ``pl.col("meta").str.json_decode()`` parses it). Dotted paths into
+  it filter (``fld['meta.source'] == 'web'``) and select (``select("meta.source")``, a
+  JSON text column too). Declare a nested model to get a struct column instead.
 
 >>> from loom_frames import Persistable, StrLower
 >>> class User(Persistable):
@@ -45,6 +47,7 @@ from bson import Decimal128, ObjectId
 from pydantic import BaseModel
 
 from .columns import (
+    META_JSON,
     META_KEY,
     META_KIND,
     META_MODEL,
@@ -54,7 +57,6 @@ from .columns import (
     arrow_type_of,
     find_column,
     model_columns,
-    no_type_message,
     select_columns,
 )
 from .errors import FieldNotFoundError, ModelDeclarationError, did_you_mean
@@ -80,8 +82,8 @@ __all__ = [
 def arrow_schema(model: type[BaseModel], columns: Sequence[str] | None = None) -> pa.Schema:
     """The Arrow schema of the model's frames (all columns, or ``columns`` in that order).
 
-    ``columns`` are Python field names (or storage keys). A field without a column type
-    (``dict``, ``Any``, ...) is a :class:`~loom_frames.errors.ModelDeclarationError`.
+    ``columns`` are Python field names (or storage keys). A free-form field (``dict``,
+    ``Any``, ...) is a ``string`` column of Extended JSON text (metadata ``loom.json``).
 
     >>> from loom_frames import Persistable
     >>> class Item(Persistable):
@@ -100,9 +102,6 @@ def arrow_schema(model: type[BaseModel], columns: Sequence[str] | None = None) -
     loom.model: 'Item'
     """
     cols = select_columns(model, columns)
-    missing = [c for c in cols if c.type is None]
-    if missing:
-        raise ModelDeclarationError(no_type_message(missing, model.__name__))
     return pa.schema(
         [c.arrow_field() for c in cols], metadata={META_MODEL: model.__name__.encode()}
     )
@@ -128,11 +127,11 @@ def polars_schema(model: type[BaseModel], columns: Sequence[str] | None = None) 
 def model_projection(
     model: type[BaseModel], columns: Sequence[str] | None = None
 ) -> dict[str, int]:
-    """The ``find`` projection fetching exactly the model's stored keys (leaf paths).
+    """The ``find`` projection fetching exactly the model's stored top-level keys.
 
-    Nested models are projected field by field, so extra keys in stored subdocuments are
-    not transferred; arrays are projected whole (a sub-path projection would drop array
-    elements that are not documents).
+    Sub-documents and arrays are fetched whole: a sub-path projection (``address.city``)
+    would silently drop a stored value of the wrong shape (a string where a document
+    belongs, a non-document array element), which the loader must see to report it.
 
     >>> from pydantic import BaseModel
     >>> from loom_frames import Persistable
@@ -141,29 +140,22 @@ def model_projection(
     >>> class Person(Persistable):
     ...     address: Address
     >>> model_projection(Person)
-    {'_id': 1, 'created_at': 1, 'updated_time': 1, 'address.city': 1}
+    {'_id': 1, 'created_at': 1, 'updated_time': 1, 'address': 1}
     """
     return projection_of(select_columns(model, columns))
 
 
 def projection_of(columns: Iterable[Column]) -> dict[str, int]:
-    """The leaf-path projection of columns (struct children by storage key)."""
-    out: dict[str, int] = {}
-    for col in columns:
-        _project(col, col.key, out)
+    """The plain projection of columns: their top-level storage keys (``_id: 0`` unless
+    one of them is the id).
+
+    >>> projection_of(columns_from_arrow(pa.schema({"a": pa.int64()})))
+    {'a': 1, '_id': 0}
+    """
+    out = {col.key: 1 for col in columns}
     if "_id" not in out:
         out["_id"] = 0
     return out
-
-
-def _project(col: Column, path: str, out: dict[str, int]) -> None:
-    # Arrays are fetched whole: projecting "items.sku" would drop array elements that
-    # are not documents (a null element, or an invalid one the loader must report).
-    if col.kind is Kind.STRUCT and col.children:
-        for child in col.children:
-            _project(child, f"{path}.{child.key}", out)
-    else:
-        out[path] = 1
 
 
 # ---------------------------------------------------------------- annotation walking
@@ -198,6 +190,9 @@ def _column_from_field(field: pa.Field) -> Column:
     values = json.loads(meta[META_VALUES]) if META_VALUES in meta else None
     children: tuple[Column, ...] = ()
     item = None
+    if meta.get(META_JSON) == b"true":  # a free-form column: JSON text in frames
+        kind = _KIND_BY_NAME[kind_name.decode()] if kind_name is not None else Kind.ANY
+        return Column(field.name, key, kind, None, required=meta.get(META_REQUIRED) == b"true")
     if pa.types.is_struct(t):
         children = tuple(_column_from_field(t.field(i)) for i in range(t.num_fields))
     elif pa.types.is_list(t) or pa.types.is_large_list(t):

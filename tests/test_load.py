@@ -25,10 +25,9 @@ from loom_frames import (
     PlanError,
     StrLower,
 )
-from loom_frames import load as load_module
-from loom_frames.fields import normalize_datetime
-from loom_frames.load import aggregate_table, find_table, iter_batches, read_command, to_frame
 from loom_frames.codec import to_bson
+from loom_frames.fields import normalize_datetime
+from loom_frames.read.frames import aggregate_table, find_table, iter_batches, to_frame
 from loom_frames.schema import arrow_schema, polars_schema
 
 
@@ -116,25 +115,20 @@ def _extend(inner: st.SearchStrategy[tuple[Any, Any]]) -> st.SearchStrategy[tupl
 SPECS = st.recursive(st.sampled_from(LEAVES), _extend, max_leaves=6)
 
 
-def expected(value: Any, in_list: bool = False) -> Any:
-    """What a frame holds for a model value (NaN inside arrays loads as null)."""
+def expected(value: Any) -> Any:
+    """What a frame holds for a model value (NaN is NaN, inside arrays too)."""
     if value is None:
         return None
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (ObjectId, uuid.UUID)):
         return str(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None if in_list else value
     if isinstance(value, dt.datetime):  # as stored (a nested model keeps it naive)
         return normalize_datetime(value)
     if isinstance(value, BaseModel):
-        out = {name: expected(getattr(value, name), in_list) for name in type(value).model_fields}
-        if in_list and all(v is None for v in out.values()):
-            return None  # inside arrays, a subdocument of nulls cannot be told from null
-        return out
+        return {name: expected(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, list):
-        return [expected(v, True) for v in value]
+        return [expected(v) for v in value]
     return value
 
 
@@ -313,8 +307,8 @@ WRONG: list[tuple[Any, Any, str, Any]] = [
     (ObjectIdField, "64f8a0000000000000000001", "x", None),
     (list[int], "not a list", "x", None),
     (list[int], [1, "two"], "x[1]", [1, None]),
-    (list[int], [1, 2.5], "x[1]", None),
-    (list[Address], [1], "x[0]", None),
+    (list[int], [1, 2.5], "x[1]", [1, None]),  # the element that does not fit is null
+    (list[Address], [1], "x[0]", [None]),
     (Address, "paris", "x", None),
     (Address, [{"city": "p"}], "x", None),
     (Address, {"city": 5}, "x.city", {"city": None, "zip": None}),
@@ -362,31 +356,36 @@ def test_wrong_type_outside_the_requested_rows_does_not_raise(db: Any) -> None:
         find_table(db.scope, schema, filter={"x": {"$ne": 1}}, sort=[("_id", 1)], skip=1, limit=1)
 
 
-def test_the_culprit_is_found_without_server_side_checks(
-    db: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A server that cannot run the check expression: the error path scans in Python."""
-    model = _one_field_model(int)
-    _, bad = _insert(db.fallback, [{"x": 1}, {"x": "abc"}])
-    monkeypatch.setattr(load_module, "check_expr", lambda *a, **k: {"$noSuchOperator": 1})
-    with pytest.raises(DocumentValidationError, match=re.escape(f"_id={bad!r}") + ".*'abc'"):
-        find_table(db.fallback, arrow_schema(model))
+def test_a_load_sends_the_query_and_the_plain_projection_only(db_name: str, commands: Any) -> None:
+    """No computed field, no second query: wrong types are found in the raw BSON."""
+    from loom_frames import declare_persist_db, fld
 
+    @declare_persist_db(db_name=db_name, collection_name="plain")
+    class Plain(Persistable):
+        name: str
+        n: int = 0
+        score: Optional[float] = None
+        color: Optional[Color] = None
+        opt: Optional[Opt] = None
+        tags: list[str] = []
 
-def test_clean_documents_cost_no_extra_bytes(db: Any) -> None:
-    """The per-document report is absent for clean documents."""
-    _insert(
-        db.things, [{"name": f"n{i}", "n": i, "score": i / 2, "opt": {"a": i}} for i in range(50)]
-    )
-    schema = arrow_schema(Thing)
-    with_report = read_command(schema)["projection"]
-    plain = {k: v for k, v in with_report.items() if k != "__loom_report"}
-    assert with_report != plain
-
-    def size(projection: dict[str, Any]) -> int:
-        return sum(len(b) for b in db.things.find_raw_batches({}, projection=projection))
-
-    assert size(with_report) == size(plain)
+    coll = Plain.collection()
+    _, bad = _insert(coll, [{"name": "a", "n": 1, "score": float("nan")},
+                            {"name": "b", "n": 2.5, "color": "green", "opt": "x"}])
+    commands.clear()
+    with pytest.raises(DocumentValidationError, match=re.escape(f"_id={bad!r}")):
+        Plain.filter(fld["name"] >= "a").load_polars()
+    table = Plain.filter(fld["name"] >= "a").load_table(on_invalid="null")
+    assert [c["name"] for c in commands.commands] == ["find", "find"]  # nothing else
+    for sent in commands.named("find"):
+        assert sent["filter"] == {"name": {"$gte": "a"}}
+        assert sent["projection"] == {
+            "_id": 1, "created_at": 1, "updated_time": 1, "name": 1, "n": 1, "score": 1,
+            "color": 1, "opt": 1, "tags": 1,
+        }
+    rows = table.to_pylist()
+    assert math.isnan(rows[0]["score"]) and rows[0]["n"] == 1
+    assert rows[1]["n"] is None and rows[1]["color"] is None and rows[1]["opt"] is None
 
 
 # ------------------------------------------------------------- other entry points
@@ -616,19 +615,18 @@ _FITTING: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-def frame_value(value: Any, col: Any, in_list: bool = False) -> Any:
+def frame_value(value: Any, col: Any) -> Any:
     """Reference: what the frame holds for a stored value that fits ``col``."""
     from loom_frames.expr import Kind
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        nan_kept = col.kind is Kind.FLOAT and not in_list and value is not None
+        nan_kept = col.kind is Kind.FLOAT and value is not None
         return value if nan_kept else None
     kind = col.kind
     if kind is Kind.LIST:
-        return [frame_value(v, col.item, True) for v in value]
+        return [frame_value(v, col.item) for v in value]
     if kind is Kind.STRUCT:
-        out = {c.name: frame_value(value.get(c.key), c, in_list) for c in col.children}
-        return None if in_list and all(v is None for v in out.values()) else out
+        return {c.name: frame_value(value.get(c.key), c) for c in col.children}
     if kind is Kind.INT or (kind is Kind.ENUM and str(col.type) == "int64"):
         return int(value)
     if kind is Kind.FLOAT:
@@ -648,7 +646,8 @@ def frame_value(value: Any, col: Any, in_list: bool = False) -> Any:
 @given(data=st.data())
 def test_loader_agrees_with_the_reference_check(db: Any, data: st.DataObject) -> None:
     """raise iff some value does not fit; null mode never raises; fitting rows are exact."""
-    from loom_frames._validity import MISSING, problem
+    from loom_frames.codec import ABSENT as MISSING
+    from loom_frames.codec import problem
     from loom_frames.columns import model_columns
 
     columns = [
@@ -708,7 +707,7 @@ def _decoded(value: Any) -> Any:
     st.integers(0, 20),
 )
 def test_decimal128_bits_decode_exactly(value: Decimal, scale: int) -> None:
-    from loom_frames.load import _bid_unscaled
+    from loom_frames.read.decode import _bid_unscaled
 
     bid = Decimal128(value).bid
     got = _bid_unscaled(int.from_bytes(bid[:8], "little"), int.from_bytes(bid[8:], "little"), scale)
@@ -720,7 +719,7 @@ def test_decimal128_bits_decode_exactly(value: Decimal, scale: int) -> None:
 
 
 def test_hex_strings_keep_nulls_and_slices() -> None:
-    from loom_frames.load import _hex_strings
+    from loom_frames.read.decode import _hex_strings
 
     ids = [ObjectId() for _ in range(5)]
     arr = pa.array(
@@ -735,7 +734,7 @@ def test_hex_strings_keep_nulls_and_slices() -> None:
 
 
 def test_decimal_fit_is_decided_without_rounding() -> None:
-    from loom_frames._validity import fits_decimal
+    from loom_frames.codec import fits_decimal
 
     value = Decimal("1234567890123456789.123456789012345")  # 34 digits
     assert fits_decimal(value, 38, 15) and not fits_decimal(value, 38, 14)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import singledispatch
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from bson import Decimal128
@@ -27,7 +28,13 @@ from . import nodes as n
 from .bind import Kind, item_ref, kind_of
 from .render import to_source
 
-__all__ = ["MongoAccumulator", "compile_accumulator", "compile_expression", "compile_query"]
+__all__ = [
+    "MongoAccumulator",
+    "compile_accumulator",
+    "compile_expression",
+    "compile_query",
+    "group_stages",
+]
 
 NAN = float("nan")
 _OPS: dict[type[n.Node], str] = {
@@ -76,6 +83,8 @@ class MongoAccumulator:
     name: str
     group: dict[str, Any]
     post: Any = None
+    # n_unique(): the value whose distinct non-null values it counts (see group_stages)
+    distinct: Any = field(default=None, repr=False)
 
     def finalize(self, path: str | None = None) -> Any:
         """The final value, given where ``$group`` put the accumulator (default: name).
@@ -665,10 +674,90 @@ def compile_accumulator(node: n.Node) -> MongoAccumulator:
         spec = {"input": x, "p": [agg.q], "method": "approximate"}
         return MongoAccumulator(name, {"$percentile": spec}, {"$arrayElemAt": ["$$acc", 0]})
     if isinstance(agg, n.NUnique):
+        # On its own (one $group) the set of values; group_stages() counts them instead
+        # in two $group stages, never holding a whole set in one document.
         post = {"$size": {"$setDifference": ["$$acc", [None]]}}
-        return MongoAccumulator(name, {"$addToSet": x}, post)
+        return MongoAccumulator(name, {"$addToSet": x}, post, distinct=x)
     op = _ACCUMULATORS.get(type(agg))
     if op is None:
         raise UnsupportedExpressionError(f"no MongoDB accumulator for {type(agg).__name__}")
     square = {"$pow": ["$$acc", 2]} if isinstance(agg, n.Var) else None
     return MongoAccumulator(name, {op: x}, square)
+
+
+# ------------------------------------------------------------------------ group stages
+_COMBINE = ("$sum", "$min", "$max")  # accumulators whose partial results combine alike
+_ROW = "__loom_row"
+
+
+def group_stages(
+    key: Any,
+    accumulators: Sequence[MongoAccumulator],
+    again: tuple[str, list[dict[str, Any]]] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The stages grouping rows by ``key`` (the group ``_id``) into ``accumulators``, and
+    each accumulator's final value (to ``$project`` after them, keys under ``$_id``).
+
+    ``n_unique()`` never collects a set of values in one document (``$addToSet`` holds
+    the whole set: slow, and limited to 16 MiB on MongoDB). It groups twice instead: by
+    (key, value), then by key, counting the non-null values. Other accumulators ride
+    along when their partial results combine (``$sum``, ``$min``, ``$max``). Otherwise
+    (several distinct values, a mean, a median...) each part groups on its own and
+    ``$unionWith`` joins them: ``again`` is (collection, stages) that re-create the
+    group's input. Without it (an input that cannot be re-read, e.g. after ``$sample``),
+    ``$addToSet`` is the fallback.
+
+    >>> from loom_frames.expr import fld
+    >>> stages, finals = group_stages("$g", [compile_accumulator(fld["x"].n_unique().node)])
+    >>> stages[0], stages[1]["$group"]["x"]
+    ({'$group': {'_id': {'k': '$g', 'v': '$x'}}}, {'$sum': {'$cond': [{'$gt': ['$_id.v', None]}, 1, 0]}})
+    >>> finals
+    {'x': '$x'}
+    """
+    distinct = [a for a in accumulators if a.distinct is not None]
+    others = [a for a in accumulators if a.distinct is None]
+    values = list({repr(a.distinct): a.distinct for a in distinct}.values())
+
+    def single(accs: Sequence[MongoAccumulator]) -> list[dict[str, Any]]:
+        return [{"$group": {"_id": key, **{a.name: a.group for a in accs}}}]
+
+    finals = {a.name: a.finalize() for a in others}
+    finals.update({a.name: "$" + a.name for a in distinct})
+    if not distinct:
+        return single(accumulators), finals
+    if len(values) == 1 and all(_combines(a) for a in others):
+        return _counted(key, values[0], distinct, others), finals
+    if again is None:
+        return single(accumulators), {a.name: a.finalize() for a in accumulators}
+    coll, before = again
+    branches = [single(others)] if others else []
+    for value in values:
+        counted = [a for a in distinct if repr(a.distinct) == repr(value)]
+        branches.append(_counted(key, value, counted, []))
+    stages = list(branches[0])
+    for branch in branches[1:]:
+        stages.append({"$unionWith": {"coll": coll, "pipeline": [*before, *branch]}})
+    stages.append({"$group": {"_id": "$_id", _ROW: {"$mergeObjects": "$$ROOT"}}})
+    stages.append({"$replaceRoot": {"newRoot": "$" + _ROW}})
+    return stages, finals
+
+
+def _combines(acc: MongoAccumulator) -> bool:
+    (op,) = acc.group
+    return op in _COMBINE and acc.post is None
+
+
+def _counted(
+    key: Any, value: Any, distinct: Sequence[MongoAccumulator],
+    others: Sequence[MongoAccumulator],
+) -> list[dict[str, Any]]:
+    """Group by (key, value), then by key: the number of non-null values, plus the
+    combined partial results of ``others``."""
+    first = {"_id": {"k": key, "v": value}, **{a.name: a.group for a in others}}
+    second: dict[str, Any] = {"_id": "$_id.k"}
+    for acc in others:
+        (op,) = acc.group
+        second[acc.name] = {op: "$" + acc.name}
+    for acc in distinct:
+        second[acc.name] = {"$sum": {"$cond": [{"$gt": ["$_id.v", None]}, 1, 0]}}
+    return [{"$group": first}, {"$group": second}]

@@ -1,0 +1,139 @@
+"""Running a command: the ONE place on the read side where a command meets the driver.
+
+Every read (frames, batches, objects, dicts, counts, samples) opens its cursor here, and
+every driver error raised while it runs (also while iterating: a ``getMore`` can fail)
+becomes the library's own through :func:`~loom_frames.connection.driver_errors`.
+
+>>> from loom_frames.plan import Command
+>>> reading(Command("app", "users", "find", None))
+'reading app.users (find)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..connection import CODEC_OPTIONS, driver_errors, get_client
+
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
+    from ..model import Persistable
+    from ..plan import Command
+
+__all__ = [
+    "FEEDBACK_BATCH",
+    "WHOLE_RESULT_BATCH",
+    "count",
+    "documents",
+    "first_id",
+    "open_collection",
+    "raw_batches",
+    "reading",
+]
+
+WHOLE_RESULT_BATCH = 100_000
+"""Batch size of a read that keeps everything anyway (``load_many``, ``load_table``): the
+server's default 101-document first batch would cost a round trip more for no benefit;
+a reply is still capped at 16 MiB by the server."""
+
+FEEDBACK_BATCH = 10_000
+"""Batch size of such a read while a progress bar (or callback) is watching: a reply
+per 10,000 documents, so the bar moves while a long load runs."""
+
+
+def reading(command: Command, operation: str | None = None) -> str:
+    """What a read is doing, for its errors: the command that actually runs."""
+    return f"reading {command.namespace} ({operation or command.operation})"
+
+
+def open_collection(
+    database: str, collection: str, model: type[Persistable] | None = None
+) -> Collection[Any]:
+    """The collection a command reads: the model's own (created and indexed on first
+    use), or any collection with the library's codec options."""
+    with driver_errors(f"opening {database}.{collection}"):
+        if model is not None:
+            return model.collection()  # type: ignore[no-any-return]
+        return get_client()[database].get_collection(collection, codec_options=CODEC_OPTIONS)
+
+
+def raw_batches(
+    collection: Collection[Any],
+    command: Command,
+    *,
+    batch_size: int,
+    what: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[bytes]:
+    """The command's result as raw BSON batches (one bytes object per server reply),
+    with its own projection: what pymongoarrow decodes, and what the validity check
+    looks at again. ``options`` go to the driver (``hint``, ``collation``, ``comment``,
+    ``max_time_ms``, ...)."""
+    with driver_errors(what + reading(command)):
+        if command.operation == "find":
+            cursor = collection.find_raw_batches(
+                dict(command.filter or {}),
+                projection=None if command.projection is None else dict(command.projection),
+                sort=list(command.sort) or None,
+                skip=command.skip,
+                limit=command.limit,
+                batch_size=batch_size,
+                **(options or {}),
+            )
+        else:
+            cursor = collection.aggregate_raw_batches(
+                [dict(s) for s in command.stages()], batchSize=batch_size, **(options or {})
+            )
+        with cursor:
+            yield from cursor
+
+
+def documents(
+    collection: Collection[Any], command: Command, *, limit: int = 0
+) -> Iterator[dict[str, Any]]:
+    """The command's result as decoded documents (at most ``limit`` when given)."""
+    with driver_errors(reading(command)):
+        if command.operation == "find":
+            cursor: Any = collection.find(
+                dict(command.filter or {}),
+                projection=None if command.projection is None else dict(command.projection),
+                sort=list(command.sort) or None,
+                skip=command.skip,
+                limit=min(command.limit or limit, limit or command.limit),
+                batch_size=WHOLE_RESULT_BATCH,
+            )
+        else:
+            stages = [dict(s) for s in command.stages()]
+            if limit:
+                stages.append({"$limit": limit})
+            cursor = collection.aggregate(stages, batchSize=WHOLE_RESULT_BATCH)
+        with cursor:
+            yield from cursor
+
+
+def first_id(collection: Collection[Any], command: Command, key: str, value: Any) -> Any:
+    """The ``_id`` of the first result document holding ``value`` under ``key`` (for an
+    error's message when the result's projection left ``_id`` out), or None."""
+    stages = [dict(s) for s in command.stages(projected=False)]
+    stages += [{"$match": {key: {"$eq": value}}}, {"$project": {"_id": 1}}, {"$limit": 1}]
+    with driver_errors("naming a document that does not fit: " + reading(command)):
+        found = next(iter(collection.aggregate(stages)), None)
+    return None if found is None else found.get("_id")
+
+
+def count(collection: Collection[Any], command: Command) -> int:
+    """The number of result rows, counted by the server: a find's filter, skip and limit
+    by ``count_documents``, a pipeline by ``$count``. No document is loaded."""
+    with driver_errors("counting: " + reading(command, "aggregate")):
+        if command.operation == "find":
+            kwargs: dict[str, Any] = {}
+            if command.skip:
+                kwargs["skip"] = command.skip
+            if command.limit:
+                kwargs["limit"] = command.limit
+            return int(collection.count_documents(dict(command.filter or {}), **kwargs))
+        stages = [*(dict(s) for s in command.pipeline), {"$count": "n"}]
+        found = next(iter(collection.aggregate(stages)), None)
+    return int(found["n"]) if found else 0
