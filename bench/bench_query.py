@@ -38,7 +38,7 @@ from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E4
 
 import loom_frames as lm  # noqa: E402
 from loom_frames import fld  # noqa: E402
-from loom_frames.load import _storage_type  # noqa: E402
+from loom_frames.read.decode import storage_type  # noqa: E402
 from loom_frames.schema import columns_from_arrow  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def run(uri: str, n: int, repeat: int) -> None:
     print(f"{coll.estimated_document_count():,} documents in {coll.full_name} "
           "(server: secantusd-py, its own process)\n")
 
-    storage = Schema({c.key: _storage_type(c) for c in columns_from_arrow(User.arrow_schema())})
+    storage = Schema({c.key: storage_type(c) for c in columns_from_arrow(User.arrow_schema())})
     selective = fld["age"] == 7  # ~1% of the documents
     selective_doc = {"age": 7}
 

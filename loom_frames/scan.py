@@ -129,7 +129,7 @@ def scan_query(query: Query, *, on_invalid: str = "raise") -> pl.LazyFrame:
 def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
-    from .read.frames import to_frame
+    from .read.frames import load_tables, to_frame
 
     command = query.compile()
     assert command.schema is not None
@@ -145,8 +145,11 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
             return
         plan = pushdown(query, with_columns, predicate, n_rows)
         _last[:] = [plan]
-        for batch in plan.query.iter_batches(batch_size or 65_536, on_invalid=on_invalid):
-            df = pl.from_arrow(pa.Table.from_batches([batch]))
+        pushed = plan.query
+        tables = load_tables(pushed._collection(), pushed.compile(),
+                             batch_size=batch_size or 65_536, on_invalid=on_invalid)  # type: ignore[arg-type]
+        for table in tables:
+            df = pl.from_arrow(table)
             assert isinstance(df, pl.DataFrame)
             if predicate is not None:
                 df = df.filter(predicate)  # Polars does not re-apply it

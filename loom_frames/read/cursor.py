@@ -33,14 +33,16 @@ __all__ = [
     "reading",
 ]
 
-WHOLE_RESULT_BATCH = 100_000
-"""Batch size of a read that keeps everything anyway (``load_many``, ``load_table``): the
-server's default 101-document first batch would cost a round trip more for no benefit;
-a reply is still capped at 16 MiB by the server."""
+WHOLE_RESULT_BATCH: int | None = None
+"""Batch size of a read that keeps everything (``load_many``, ``load_table``): the
+server's own (a first batch of 101 documents, then replies of up to 16 MiB), exactly as
+pymongo and pymongoarrow ask. A first batch of 100,000 saved a round trip but cost
+SecantusDB 10% more CPU for the same documents (``bench/bench_read.py``)."""
 
 FEEDBACK_BATCH = 10_000
 """Batch size of such a read while a progress bar (or callback) is watching: a reply
-per 10,000 documents, so the bar moves while a long load runs."""
+per 10,000 documents, so the bar moves while a long load runs (one 16 MiB reply would
+report once, at the end)."""
 
 
 def reading(command: Command, operation: str | None = None) -> str:
@@ -63,14 +65,15 @@ def raw_batches(
     collection: Collection[Any],
     command: Command,
     *,
-    batch_size: int,
+    batch_size: int | None,
     what: str = "",
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[bytes]:
     """The command's result as raw BSON batches (one bytes object per server reply),
     with its own projection: what pymongoarrow decodes, and what the validity check
     looks at again. ``options`` go to the driver (``hint``, ``collation``, ``comment``,
-    ``max_time_ms``, ...)."""
+    ``max_time_ms``, ...). ``batch_size`` None: the server's own batches."""
+    sized = {} if batch_size is None else {"batch_size": batch_size}
     with driver_errors(what + reading(command)):
         if command.operation == "find":
             cursor = collection.find_raw_batches(
@@ -79,12 +82,14 @@ def raw_batches(
                 sort=list(command.sort) or None,
                 skip=command.skip,
                 limit=command.limit,
-                batch_size=batch_size,
+                **sized,
                 **(options or {}),
             )
         else:
             cursor = collection.aggregate_raw_batches(
-                [dict(s) for s in command.stages()], batchSize=batch_size, **(options or {})
+                [dict(s) for s in command.stages()],
+                **({} if batch_size is None else {"batchSize": batch_size}),
+                **(options or {}),
             )
         with cursor:
             yield from cursor
@@ -102,13 +107,12 @@ def documents(
                 sort=list(command.sort) or None,
                 skip=command.skip,
                 limit=min(command.limit or limit, limit or command.limit),
-                batch_size=WHOLE_RESULT_BATCH,
             )
         else:
             stages = [dict(s) for s in command.stages()]
             if limit:
                 stages.append({"$limit": limit})
-            cursor = collection.aggregate(stages, batchSize=WHOLE_RESULT_BATCH)
+            cursor = collection.aggregate(stages)
         with cursor:
             yield from cursor
 

@@ -50,6 +50,7 @@ __all__ = [
     "iter_batches",
     "load_batches",
     "load_table",
+    "load_tables",
     "to_frame",
 ]
 
@@ -74,8 +75,8 @@ def load_table(
 ) -> pa.Table:
     """A command's whole result as one table of its columns (typed empty when none).
 
-    ``batch_size`` None: large replies (one round trip for a typical load), or smaller
-    ones while progress is watched, so a bar moves.
+    ``batch_size`` None: the server's own batches, or replies of 10,000 documents while
+    progress is watched, so a bar moves.
     """
     check_on_invalid(on_invalid)
     check_progress(progress)
@@ -109,6 +110,21 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     for table in _read(collection, command, on_invalid, progress, batch_size, options):
         yield from table.to_batches(max_chunksize=batch_size)
+
+
+def load_tables(
+    collection: Collection[Any],
+    command: Command,
+    *,
+    batch_size: int | None = None,
+    on_invalid: OnInvalid = "raise",
+    progress: Progress = "auto",
+) -> Iterator[pa.Table]:
+    """A command's result as one table per server reply (replies of at most
+    ``batch_size`` documents; None: the server's own). What a scan streams."""
+    check_on_invalid(on_invalid)
+    check_progress(progress)
+    return _read(collection, command, on_invalid, progress, batch_size, None)
 
 
 def _plan_of(command: Command) -> ReadPlan:
