@@ -489,8 +489,9 @@ class _ObjectBuilder:
 
         self.model = model
         self.columns = model_columns(model)
-        config = model.persist_config()
-        self.where = f"{config.database}.{config.collection_name}"
+        config = model.__dict__.get("__loom_persist__")
+        self.where = (f"{config.database}.{config.collection_name}" if config is not None
+                      else model.__name__)
         self.fields = tuple(_field_plan(model, col) for col in self.columns)
         self.names = tuple(col.name for col in self.columns)
         self.fast = _plain_model(model) and all(plan[3] is not None for plan in self.fields)
@@ -524,7 +525,7 @@ class _ObjectBuilder:
         _setattr(obj, "__pydantic_fields_set__",
                  set(self.names) if missing is None else set(self.names) - missing)
         _setattr(obj, "__pydantic_extra__", None)
-        private = {name: attr.get_default() for name, attr in self.private}
+        private = {name: attr.get_default(call_default_factory=True) for name, attr in self.private}
         private["_loom_saved"] = doc
         _setattr(obj, "__pydantic_private__", private)
         return obj
@@ -678,7 +679,7 @@ def _converter(col: Column, path: str) -> Callable[[Any], Any] | None:
             _setattr(obj, "__pydantic_fields_set__", present)
             _setattr(obj, "__pydantic_extra__", None)
             _setattr(obj, "__pydantic_private__",
-                     {n: a.get_default() for n, a in private} if private else None)
+                     {n: a.get_default(call_default_factory=True) for n, a in private} if private else None)
             return obj
 
         return convert_struct

@@ -368,15 +368,18 @@ class Persistable(BaseModel):
         return polars_schema(cls)
 
     @classmethod
-    def agg(cls, pipeline: Any, *, schema: Any = None) -> Any:
+    def agg(cls, pipeline: Any, *, schema: Any = None, infer_schema_length: int | None = 100
+            ) -> Any:
         """Run an aggregation pipeline (a list of stages or ``AggregationStages``).
 
         ``load_many()`` returns its result documents as dicts; frames use ``schema`` (a
-        ``pyarrow.Schema``) when given, else the types pymongoarrow infers.
+        ``pyarrow.Schema``) when given, else a schema inferred from the first
+        ``infer_schema_length`` result rows (see ``Query.agg``).
         """
         from .query import Query
 
-        return Query.from_model(cls).agg(pipeline, schema=schema)
+        return Query.from_model(cls).agg(pipeline, schema=schema,
+                                         infer_schema_length=infer_schema_length)
 
 
 class LedgerModel(Persistable):
