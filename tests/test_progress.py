@@ -149,6 +149,32 @@ def test_a_long_load_shows_a_bar_when_watched(
     assert capsys.readouterr().err == ""
 
 
+def test_a_watched_load_asks_for_batches_that_move_the_bar(
+    Reading: Any, commands: Any, monkeypatch: pytest.MonkeyPatch,  # noqa: N803
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # one 16 MiB reply would report once, at the end: watched, a load asks for replies of
+    # FEEDBACK_BATCH documents (10,000; 20 here), unwatched for the server's own
+    from loom_frames.read import cursor
+
+    monkeypatch.setattr(cursor, "FEEDBACK_BATCH", 20)
+    Reading.insert_dataframe(frame(50))
+    commands.clear()
+    seen: list[int] = []
+    Reading.filter().load_table(progress=lambda done, total: seen.append(done))
+    assert len(seen) == 3 and seen == sorted(seen)
+    assert commands.named("find")[0]["batchSize"] == 20
+    commands.clear()
+    monkeypatch.setattr(progress_module, "interactive", lambda: True)
+    monkeypatch.setattr(progress_module, "AUTO_DELAY", 0.0)
+    capsys.readouterr()
+    assert Reading.filter().load_polars().height == 50
+    assert f"reading {Reading.collection().full_name}" in capsys.readouterr().err
+    commands.clear()
+    Reading.filter().load_table(progress=False)
+    assert "batchSize" not in commands.named("find")[0]
+
+
 def test_a_bad_progress_value_fails_before_reading(Reading: Any, commands: Any) -> None:
     with pytest.raises(ValueError, match="progress must be"):
         Reading.filter().load_table(progress="always")
