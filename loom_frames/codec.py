@@ -431,8 +431,8 @@ def _bad_key(key: Any) -> str | None:
 
 # ------------------------------------------------------------------ documents -> objects
 def document_projection(model: type[Persistable]) -> dict[str, int]:
-    """The ``find`` projection of the model's top-level stored keys (whole documents to
-    hydrate objects; frames project leaf paths: ``schema.model_projection``)."""
+    """The ``find`` projection of the model's top-level stored keys (what hydrating an
+    object needs; the same as a whole-document plan's ``Command.projection``)."""
     from .columns import model_columns
 
     return {col.key: 1 for col in model_columns(model)}
