@@ -102,6 +102,14 @@ def count(model: Any, **query: Any) -> int:
     return int(model.collection().count_documents(query))
 
 
+def lose(proxy: ReplyDroppingProxy, write: Any, command: str = "insert") -> None:
+    """Run ``write()`` with its reply lost twice (the first attempt and pymongo's retry):
+    the server applies the write, the caller gets WriteOutcomeUnknownError."""
+    proxy.drop(command, times=2)
+    with pytest.raises(WriteOutcomeUnknownError):
+        write()
+
+
 # ------------------------------------------------------------------ 3. persist(): unknown outcomes
 def test_a_new_object_whose_insert_reply_is_lost_keeps_its_id_and_a_retry_stores_it_once(
     m: dict[str, Any], proxy: ReplyDroppingProxy
@@ -126,9 +134,7 @@ def test_an_object_changed_after_a_lost_insert_is_completed_then_updated(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     user.age = 41
     user.persist()
     assert count(User) == 1
@@ -140,9 +146,7 @@ def test_a_lost_insert_that_was_not_applied_is_inserted_by_the_retry(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     client[User.persist_config().database].users.delete_many({})  # as if never applied
     user.persist()
     assert count(User) == 1 and User.from_id(user.id).name == "Ann"
@@ -153,9 +157,7 @@ def test_a_lost_insert_not_applied_whose_key_was_taken_meanwhile_can_be_fixed(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     users = client[User.persist_config().database].users
     users.delete_many({})  # as if never applied ...
     users.insert_one({"name": "Other", "email": "ann@x.org"})  # ... and the email taken
@@ -172,9 +174,7 @@ def test_a_lost_counter_update_is_never_applied_twice(
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
     user.logins += 1
-    proxy.drop("findAndModify", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist, "findAndModify")
     assert User.from_id(user.id).logins == 1  # applied once
     with pytest.raises(WriteRejectedError) as info:  # a blind retry would store 2
         user.persist()
@@ -192,9 +192,7 @@ def test_a_lost_field_update_is_resent_as_is(m: dict[str, Any], proxy: ReplyDrop
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
     user.age = 30
-    proxy.drop("findAndModify", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist, "findAndModify")
     user.persist()  # $set is idempotent: the retry is allowed and harmless
     stored = User.from_id(user.id)
     assert stored.age == 30 and count(User) == 1
@@ -205,9 +203,7 @@ def test_a_ledger_entry_whose_reply_is_lost_is_stored_once_by_the_retry(
 ) -> None:
     Entry = m["Entry"]
     entry = Entry(action="login")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        entry.persist()
+    lose(proxy, entry.persist)
     entry.persist()  # completes the lost one: not a second history record
     assert count(Entry) == 1
     entry.action = "logout"
@@ -220,9 +216,7 @@ def test_a_ledger_entry_changed_after_a_lost_insert_keeps_both_records(
 ) -> None:
     Entry = m["Entry"]
     entry = Entry(action="view")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        entry.persist()
+    lose(proxy, entry.persist)
     entry.action = "click"
     entry.persist()  # completes "view" (at most once), then appends "click"
     entry.persist()
@@ -270,9 +264,7 @@ def test_a_delete_whose_reply_is_lost_can_be_retried(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
-    proxy.drop("delete", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.delete()
+    lose(proxy, user.delete, "delete")
     assert user.delete() is False  # it had been applied; the retry is harmless
     assert count(User) == 0
 
