@@ -61,6 +61,10 @@ class Query:
 
     source: Source
     steps: tuple[Step, ...] = ()
+    # A partition's range on _id, in front of the filter (see partition.py), and what
+    # explain() says of the partition.
+    restriction: Mapping[str, Any] | None = None
+    note: str = ""
     # The compiled command, once asked for (a query is immutable; replace() starts afresh).
     _compiled: list[Command] = field(init=False, default_factory=list, repr=False)
 
@@ -184,12 +188,41 @@ class Query:
     def compile(self) -> Command:
         """The one MongoDB command this query runs."""
         if not self._compiled:
-            self._compiled.append(compile_plan(self.source, self.steps))
+            from .partition import restrict
+
+            command = compile_plan(self.source, self.steps)
+            self._compiled.append(restrict(command, self.restriction))
         return self._compiled[0]
 
     def explain(self) -> Explain:
         """What runs where: the exact MongoDB command, and what (if anything) runs locally."""
-        return Explain(self.source.name, self.compile())
+        return Explain(self.source.name, self.compile(), self.note)
+
+    # ------------------------------------------------------------------ scaling out
+    def partitions(self, n: int) -> list[Query]:
+        """Up to ``n`` queries whose results are disjoint and together this query's result:
+        ranges on ``_id`` computed by MongoDB, each in front of this query's filter.
+
+        A query whose answer depends on the whole result (a sort, skip, limit,
+        group-by or raw pipeline) is one partition; ``explain()`` of each says which
+        (see :mod:`loom_frames.partition`).
+        """
+        from .partition import split
+
+        return split(self, n)
+
+    def to_dask(self, npartitions: int | None = None, *, uri: str | None = None,
+                on_invalid: str = "raise") -> Any:
+        """This query as a ``dask.dataframe.DataFrame`` (the ``dask`` extra): one partition
+        per query of :meth:`partitions`, each loaded on a worker by the same loader as
+        :meth:`load_dataframe` (same dtypes); column selections reach the projection.
+
+        Workers connect with ``uri`` (default: this session's URI, credentials included,
+        the embedded server's too). ``npartitions=None``: one per 100,000 rows.
+        """
+        from .dask_io import to_dask
+
+        return to_dask(self, npartitions, uri=uri, on_invalid=on_invalid)
 
     def __repr__(self) -> str:
         return f"<Query {self.source.name}>\n{self.explain()}"
@@ -259,25 +292,34 @@ class Query:
 
         return execute.count(self._collection(), self._first(1).compile()) > 0
 
-    def load_table(self, *, on_invalid: str = "raise", progress: Progress = "auto") -> pa.Table:
+    def load_table(self, *, on_invalid: str = "raise", progress: Progress = "auto",
+                   partitions: int = 1) -> pa.Table:
         """The rows as a PyArrow table of the model's (or plan's) schema.
 
         ``on_invalid="null"`` loads values that do not fit the schema as null (default:
         raise, naming the model, field, ``_id`` and value). ``progress``: a bar of bytes
         received when the result spans several server batches in an interactive session
         (``"auto"``), ``True``/``False``, or a callable (see :mod:`loom_frames.progress`).
+        ``partitions=k``: read :meth:`partitions` ``(k)`` on ``k`` connections in threads
+        and concatenate them (the same rows; partition by partition, ``_id`` ranges
+        ascending; no progress bar).
         """
+        if partitions != 1:
+            from .partition import load_split
+
+            return load_split(self, partitions, on_invalid=on_invalid, progress=progress)
         from . import execute
 
         return execute.table(self._collection(), self.compile(), on_invalid=on_invalid,
                              progress=progress)
 
-    def load_polars(self, *, on_invalid: str = "raise", progress: Progress = "auto"
-                    ) -> pl.DataFrame:
+    def load_polars(self, *, on_invalid: str = "raise", progress: Progress = "auto",
+                    partitions: int = 1) -> pl.DataFrame:
         """The rows as a Polars DataFrame (options as :meth:`load_table`)."""
         from .load import to_frame
 
-        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "polars")
+        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress,
+                                        partitions=partitions), "polars")
 
     def load_dataframe(self, *, on_invalid: str = "raise", progress: Progress = "auto"
                        ) -> pd.DataFrame:
@@ -342,6 +384,7 @@ class Explain:
 
     name: str
     command: Command
+    note: str = ""  # a partition's: which one, or why the query is not split
 
     def lines(self) -> list[str]:
         """The plan as text lines; the report field's expression is summarised (the full
@@ -349,7 +392,8 @@ class Explain:
         from .plan import _json
 
         cmd = self.command
-        out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}"]
+        out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}"
+               + (f" ({self.note})" if self.note else "")]
         for key, value in summarised(cmd.to_dict()).items():
             if key in (cmd.operation, "find", "aggregate"):
                 continue
