@@ -323,6 +323,44 @@ def test_a_server_killed_after_applying_an_insert_loses_or_keeps_it_and_the_retr
         process.wait(30)
 
 
+def test_a_server_killed_during_a_frame_write_leaves_a_result_a_rerun_completes(
+    tmp_path: Path, client: Any
+) -> None:
+    process, port = _start_server(tmp_path / "data")
+    proxy = ReplyDroppingProxy("127.0.0.1", port)
+    via = _client(proxy.uri, serverSelectionTimeoutMS=3000)
+    try:
+        lm.connect(client=via)
+        Sku = models("killed_frames")["Sku"]
+        df = frame(30)
+        calls: list[str] = []
+
+        def crash(name: str) -> None:
+            calls.append(name)
+            process.kill()
+
+        proxy.hook = crash  # the second batch is applied, then the server dies
+        proxy.before_reply("insert", lambda: proxy.drop("insert", times=1))
+        result = Sku.insert_dataframe(df, batch_size=10, on_error="report")
+        assert calls == ["insert"] and result.rows == 30
+        assert result.inserted == 10  # the first batch; the second unknown; the third not sent
+        outcomes = {f.row // 10: f.outcome for f in result.failed}
+        assert outcomes == {1: "unknown", 2: "not_attempted"}
+        process.wait(30)
+        process, port = _start_server(tmp_path / "data")
+        proxy.upstream = ("127.0.0.1", port)
+        done = Sku.upsert_dataframe(df.with_columns(id=result.ids), on=["id"])
+        assert done.rows == 30 and done.ok
+        assert Sku.collection().count_documents({}) == 30  # every row once
+        assert len(Sku.collection().distinct("sku")) == 30
+    finally:
+        lm.connect(client=client)
+        via.close()
+        proxy.close()
+        process.kill()
+        process.wait(30)
+
+
 # ------------------------------------------------------------------ frames: lost replies
 def frame(n: int, start: int = 0) -> pl.DataFrame:
     return pl.DataFrame({"sku": [f"s{i:04d}" for i in range(start, start + n)],
