@@ -24,7 +24,7 @@ from .errors import (
     WriteOutcomeUnknownError,
     WriteRejectedError,
 )
-from .expr import Expr, col, fld
+from .expr import Expr, col, fld, len, lit, when
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
 from .model import (
     LedgerModel,
@@ -84,5 +84,8 @@ __all__ = [
     "disconnect",
     "fld",
     "get_client",
+    "len",
+    "lit",
     "scan_collection",
+    "when",
 ]
