@@ -4,6 +4,10 @@
 >>> from loom_frames import Persistable, declare_persist_db
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .connection import CODEC_OPTIONS, connect, disconnect, get_client
 from .errors import (
     AuthenticationFailedError,
@@ -35,10 +39,13 @@ from .model import (
 )
 from .stages import AggregationStages
 
+if TYPE_CHECKING:
+    import polars as pl
+
 __version__ = "0.1.0"
 
 
-def scan_collection(db: str, collection: str, *, schema: object) -> object:
+def scan_collection(db: str, collection: str, *, schema: Any) -> pl.LazyFrame:
     """A Polars LazyFrame over a collection with no model, typed by ``schema``.
 
     See :func:`loom_frames.scan.scan_collection`.

@@ -210,8 +210,8 @@ def _advance(frame: Frame, step: Step) -> Frame:
         col = frame.column(step.column)
         assert col.item is not None
         item = dataclasses.replace(col.item, name=col.name, key=col.key)
-        cols = tuple(item if c is col else c for c in frame.columns or ())
-        return Frame(cols, documents=False, whole=False, name=frame.name,
+        exploded = tuple(item if c is col else c for c in frame.columns or ())
+        return Frame(exploded, documents=False, whole=False, name=frame.name,
                      computed=frame.computed)
     if isinstance(step, Join):
         return _joined(frame, step)
@@ -497,7 +497,7 @@ def _stages(frame: Frame, step: Step) -> list[dict[str, Any]]:
         return _sort(frame, step)
     if isinstance(step, Explode):
         key = frame.column(step.column).key
-        drop = ([] if step.empty_as_null else [{key: {"$ne": []}}]) + (
+        drop: list[dict[str, Any]] = ([] if step.empty_as_null else [{key: {"$ne": []}}]) + (
             [] if step.keep_nulls else [{key: {"$ne": None}}])
         match = [{"$match": drop[0] if len(drop) == 1 else {"$and": drop}}] if drop else []
         return [*match, {"$unwind": {"path": "$" + key, "preserveNullAndEmptyArrays": True}}]

@@ -22,7 +22,7 @@ import html
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .errors import PlanError
 from .expr import Expr, fld
@@ -58,10 +58,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Explain", "GroupedQuery", "Query", "summarised"]
 
+M = TypeVar("M", bound="Persistable")
+"""The model a query loads (``User.filter()`` is a ``Query[User]``)."""
+
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Query:
-    """A lazy plan over one collection; build it with ``Model.filter()``."""
+class Query(Generic[M]):
+    """A lazy plan over one collection; build it with ``Model.filter()`` (a ``Query`` of
+    that model: ``load_one()`` gives one of its objects)."""
 
     source: Source
     steps: tuple[Step, ...] = ()
@@ -69,12 +73,12 @@ class Query:
     _compiled: list[Command] = field(init=False, default_factory=list, repr=False)
 
     @classmethod
-    def from_model(cls, model: type[Persistable]) -> Query:
+    def from_model(cls, model: type[M]) -> Query[M]:
         """A query over every document of ``model``'s collection."""
         return cls(Source.of_model(model))
 
     # ------------------------------------------------------------------ builders
-    def _then(self, step: Step) -> Query:
+    def _then(self, step: Step) -> Query[M]:
         return replace(self, steps=(*self.steps, step))
 
     def _bind(self, expr: Any, what: str) -> Expr:
@@ -88,7 +92,7 @@ class Query:
             )
         return expr.bind(frame_after(self.source, self.steps).resolver())
 
-    def filter(self, *predicates: Expr) -> Query:
+    def filter(self, *predicates: Expr) -> Query[M]:
         """Keep the rows where every predicate holds (``&`` of them).
 
         >>> User.filter(lm.fld["age"] > 25, lm.fld["name"].starts_with("A")).compile().filter
@@ -108,7 +112,7 @@ class Query:
         *more_by: str | Expr,
         descending: bool | Sequence[bool] = False,
         nulls_last: bool | Sequence[bool] = False,
-    ) -> Query:
+    ) -> Query[M]:
         """Order by columns or expressions, as Polars does: nulls first unless
         ``nulls_last`` (in both directions).
 
@@ -147,11 +151,11 @@ class Query:
         return self._then(Sort(tuple(zip(names, flags, strict=True)), tuple(lasts),
                                tuple(computed)))
 
-    def limit(self, n: int = 5) -> Query:
+    def limit(self, n: int = 5) -> Query[M]:
         """At most ``n`` rows (``n >= 1``; Polars' default 5)."""
         return self._then(Limit(_positive(n, "limit", minimum=1)))
 
-    def head(self, n: int = 5) -> Query:
+    def head(self, n: int = 5) -> Query[M]:
         """The first ``n`` rows (Polars' default 5): a ``limit``.
 
         >>> Item.filter().head().compile().limit
@@ -160,7 +164,7 @@ class Query:
         return self.limit(n)
 
     def top_k(self, k: int, *, by: str | Expr | Sequence[str | Expr],
-              reverse: bool | Sequence[bool] = False) -> Query:
+              reverse: bool | Sequence[bool] = False) -> Query[M]:
         """The ``k`` rows with the largest ``by`` values (nulls last), as Polars' ``top_k``.
 
         >>> Item.filter().top_k(3, by="price").compile().sort
@@ -169,7 +173,7 @@ class Query:
         return self._k(k, by, reverse, largest=True)
 
     def bottom_k(self, k: int, *, by: str | Expr | Sequence[str | Expr],
-                 reverse: bool | Sequence[bool] = False) -> Query:
+                 reverse: bool | Sequence[bool] = False) -> Query[M]:
         """The ``k`` rows with the smallest ``by`` values (nulls last).
 
         >>> Item.filter().bottom_k(2, by="price").compile().limit
@@ -177,13 +181,13 @@ class Query:
         """
         return self._k(k, by, reverse, largest=False)
 
-    def _k(self, k: int, by: Any, reverse: Any, *, largest: bool) -> Query:
+    def _k(self, k: int, by: Any, reverse: Any, *, largest: bool) -> Query[M]:
         keys = [by] if isinstance(by, (str, Expr)) else list(by)
         flips = _flags(reverse, len(keys), "reverse")
         return self.sort(keys, descending=[largest != r for r in flips],
                          nulls_last=True).limit(k)
 
-    def drop(self, *columns: str | Sequence[str], strict: bool = True) -> Query:
+    def drop(self, *columns: str | Sequence[str], strict: bool = True) -> Query[M]:
         """Every column but these (a projection).
 
         >>> Item.filter().drop("created_at", "updated_time").compile().to_dict()["projection"]
@@ -198,7 +202,7 @@ class Query:
             raise PlanError("drop() would leave no column")
         return self.select(*keep)
 
-    def rename(self, mapping: Mapping[str, str], *, strict: bool = True) -> Query:
+    def rename(self, mapping: Mapping[str, str], *, strict: bool = True) -> Query[M]:
         """Rename columns: ``rename({"price": "unit_price"})`` (stored keys unchanged).
 
         >>> Item.filter().rename({"price": "unit_price"}).collect_schema().names()[-1]
@@ -214,7 +218,7 @@ class Query:
                                        for name in names)))
 
     def unique(self, subset: str | Sequence[str] | None = None, *, keep: str = "any",
-               maintain_order: bool = False) -> Query:
+               maintain_order: bool = False) -> Query[M]:
         """One row per distinct ``subset`` (default: all columns): one ``$group``.
 
         ``keep``: ``'any'``/``'first'``/``'last'`` row of each group (in the current row
@@ -243,7 +247,7 @@ class Query:
         return query._then(Select(tuple((name, query._bind(name, "unique()")) for name in names)))
 
     def explode(self, columns: str | Sequence[str], *more_columns: str,
-                empty_as_null: bool = False, keep_nulls: bool = True) -> Query:
+                empty_as_null: bool = False, keep_nulls: bool = True) -> Query[M]:
         """One row per element of a list column (``$unwind``), as Polars explodes: an empty
         list gives no row (one null row with ``empty_as_null=True``), a null list one null
         row (none with ``keep_nulls=False``).
@@ -262,7 +266,7 @@ class Query:
 
     def sample(self, n: int | None = None, *, fraction: float | None = None,
                with_replacement: bool = False, shuffle: bool = False,
-               seed: int | None = None) -> Query:
+               seed: int | None = None) -> Query[M]:
         """``n`` rows drawn at random by MongoDB (``$sample``; without replacement).
 
         ``fraction``, ``with_replacement`` and ``seed`` have no ``$sample`` equivalent.
@@ -286,7 +290,7 @@ class Query:
         left_on: str | Sequence[str] | None = None,
         right_on: str | Sequence[str] | None = None,
         suffix: str = "_right",
-    ) -> Query:
+    ) -> Query[M]:
         """Join the rows of another model's collection (``other``: the model, or a query
         over it; its filters run inside the lookup): one ``$lookup`` + ``$unwind``.
 
@@ -328,14 +332,15 @@ class Query:
             if ka is not kb and not {ka, kb} <= numbers:
                 raise PlanError(f"join(): {a!r} ({ka.value}) and {b!r} ({kb.value}) hold "
                                 "values of different types, which never match.")
+        kind: Literal["inner", "left"] = "left" if how == "left" else "inner"
         return self._then(Join(other.source, other.steps, tuple(left), tuple(right),
-                               how, check_output_name(f"x{suffix}", "join(suffix)")[1:]))
+                               kind, check_output_name(f"x{suffix}", "join(suffix)")[1:]))
 
-    def skip(self, n: int) -> Query:
+    def skip(self, n: int) -> Query[M]:
         """Drop the first ``n`` rows."""
         return self._then(Skip(_positive(n, "skip", minimum=0)))
 
-    def select(self, *columns: str | Expr | Sequence[str | Expr], **named: Expr) -> Query:
+    def select(self, *columns: str | Expr | Sequence[str | Expr], **named: Expr) -> Query[M]:
         """Keep only these columns: names, expressions (``.alias()``-ed), or ``name=expr``.
 
         Selecting stored columns becomes the ``find`` projection; computed columns a
@@ -346,18 +351,19 @@ class Query:
             raise PlanError("select() needs at least one column")
         return self._then(Select(items))
 
-    def with_columns(self, *columns: Expr | Sequence[Expr], **named: Expr) -> Query:
+    def with_columns(self, *columns: Expr | Sequence[Expr], **named: Expr) -> Query[M]:
         """Add (or replace) computed columns: ``.with_columns(total=fld['a'] * fld['b'])``."""
         items = self._named(columns, named, "with_columns()")
         if not items:
             raise PlanError("with_columns() needs at least one column")
         return self._then(WithColumns(items))
 
-    def group_by(self, *keys: str | Expr, **named: Expr) -> GroupedQuery:
+    def group_by(self, *keys: str | Expr | Sequence[str | Expr], **named: Expr
+                 ) -> GroupedQuery[M]:
         """Group rows by keys (names or expressions, e.g. ``fld['ts'].dt.truncate('1h')``)."""
         return GroupedQuery(self, self._named(keys, named, "group_by()"))
 
-    def agg(self, pipeline: Sequence[Mapping[str, Any]], *, schema: pa.Schema | None = None) -> Query:
+    def agg(self, pipeline: Sequence[Mapping[str, Any]], *, schema: pa.Schema | None = None) -> Query[M]:
         """Append a raw aggregation pipeline (``AggregationStages`` or a list of stages).
 
         Its output shape is the pipeline's own: ``load_many()`` returns dicts, and frames
@@ -409,12 +415,12 @@ class Query:
         return self.explain()._repr_html_()
 
     # ------------------------------------------------------------------ loaders
-    def _model(self, what: str) -> type[Persistable]:
+    def _model(self, what: str) -> type[M]:
         model = self.source.model
         if model is None:
             raise PlanError(f"{what} needs a model; {self.source.name} has only a schema. "
                             "Hint: load_polars()/load_table() return its rows.")
-        return model
+        return model  # type: ignore[return-value]  # the source was made from type[M]
 
     def _collection(self) -> Any:
         from .connection import CODEC_OPTIONS, driver_errors, get_client
@@ -426,13 +432,13 @@ class Query:
                 self.source.collection, codec_options=CODEC_OPTIONS
             )
 
-    def load_many(self) -> list[Any]:
+    def load_many(self) -> list[M]:
         """The matching documents as model objects (dicts for a raw ``agg`` pipeline)."""
         from . import execute
 
         command = self.compile()
         if any(isinstance(s, Pipeline) for s in self.steps):
-            return list(execute.documents(self._collection(), command))
+            return list(execute.documents(self._collection(), command))  # type: ignore[arg-type]
         model = self._model("load_many()")
         if not command.whole_documents:
             raise PlanError(
@@ -442,17 +448,17 @@ class Query:
             )
         return execute.objects(model, self._collection(), command)
 
-    def load_one(self) -> Any | None:
+    def load_one(self) -> M | None:
         """The first matching object (or dict), or None."""
         rows = self._first(1).load_many()
         return rows[0] if rows else None
 
-    def load_latest(self) -> Any | None:
+    def load_latest(self) -> M | None:
         """The matching object with the newest ``updated_time`` (then newest ``id``), or None."""
         self._model("load_latest()")
         return self.sort("updated_time", "id", descending=True).load_one()
 
-    def _first(self, k: int) -> Query:
+    def _first(self, k: int) -> Query[M]:
         if self.steps and isinstance(self.steps[-1], Limit):
             last = self.steps[-1]
             return replace(self, steps=(*self.steps[:-1], Limit(min(last.n, k))))
@@ -552,13 +558,13 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class GroupedQuery:
+class GroupedQuery(Generic[M]):
     """``query.group_by(...)``: finish it with ``.agg(name=fld['x'].mean(), ...)``."""
 
-    query: Query
+    query: Query[M]
     keys: tuple[tuple[str, Expr], ...]
 
-    def len(self, name: str = "len") -> Query:
+    def len(self, name: str = "len") -> Query[M]:
         """The number of rows of each group (value counts): ``group_by("k").len()``.
 
         >>> Item.filter().group_by("sku").len().compile().pipeline[0]["$group"]["len"]
@@ -566,7 +572,7 @@ class GroupedQuery:
         """
         return self.agg(Expr(n.Len()).alias(name))
 
-    def agg(self, *aggregations: Expr | Sequence[Expr], **named: Expr) -> Query:
+    def agg(self, *aggregations: Expr | Sequence[Expr], **named: Expr) -> Query[M]:
         """One row per group: the keys, then one column per aggregation.
 
         >>> q = User.filter().group_by("name").agg(avg_age=lm.fld["age"].mean())

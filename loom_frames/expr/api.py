@@ -634,6 +634,17 @@ class Expr:
 
         return compile_polars(self._bound(resolver))
 
+    def __getitem__(self, name: str) -> Expr:
+        """A field of a nested document: ``fld["address"]["city"]`` is ``fld["address.city"]``.
+
+        >>> fld["address"]["city"] == "Oslo"
+        fld['address.city'] == 'Oslo'
+        """
+        if not isinstance(self._node, n.Field) or self._node.ref is not None:
+            raise InvalidExpressionError(f"{self!r}[{name!r}]: only an unbound field has "
+                                         "sub-fields. Hint: fld['address']['city'].")
+        return Expr(n.Field(check_name(f"{self._node.name}.{check_name(name)}")))
+
     # ----------------------------------------------------------------- namespaces
     # Last in the class body: the names shadow the builtins str and list for mypy.
     @property
@@ -654,17 +665,6 @@ class Expr:
         fld['address.city']
         """
         return StructNamespace(self)
-
-    def __getitem__(self, name: str) -> Expr:
-        """A field of a nested document: ``fld["address"]["city"]`` is ``fld["address.city"]``.
-
-        >>> fld["address"]["city"] == "Oslo"
-        fld['address.city'] == 'Oslo'
-        """
-        if not isinstance(self._node, n.Field) or self._node.ref is not None:
-            raise InvalidExpressionError(f"{self!r}[{name!r}]: only an unbound field has "
-                                         "sub-fields. Hint: fld['address']['city'].")
-        return Expr(n.Field(check_name(f"{self._node.name}.{check_name(name)}")))
 
     @property
     def dt(self) -> DtNamespace:
@@ -758,6 +758,8 @@ class Then(Expr):
     """
 
     __slots__ = ("_conditions", "_values")
+    _conditions: tuple[n.Node, ...]
+    _values: tuple[n.Node, ...]
 
     def __init__(self, conditions: tuple[n.Node, ...], values: tuple[n.Node, ...]) -> None:
         object.__setattr__(self, "_conditions", conditions)

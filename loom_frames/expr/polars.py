@@ -392,12 +392,12 @@ def _(node: n.Arithmetic) -> pl.Expr:
             return left / (pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right)
         return pl.when(right != 0).then(left / right)  # null where MongoDB would raise
     if isinstance(node, n.Mod):  # Polars floors; MongoDB truncates (sign of the dividend)
+        if kind_of(node) is Kind.FLOAT:  # fmod, exactly: floored and truncated agree on |x|
+            rem = left.abs() % right.abs()
+            rem = pl.when(right.is_infinite() & left.is_finite()).then(left.abs()).otherwise(rem)
+            return pl.when(right != 0).then(pl.when(left < 0).then(-rem).otherwise(rem))
         rem = left % right
         fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
-        if kind_of(node) is Kind.FLOAT:  # fmod: x % inf is x, x % 0 is null
-            fixed = pl.when(right.abs() == float("inf")).then(
-                pl.when(left.is_finite()).then(left.cast(pl.Float64))
-                .otherwise(float("nan"))).otherwise(fixed)
         return pl.when(right != 0).then(fixed)
     if isinstance(node, n.FloorDiv):
         out = left // right
