@@ -190,8 +190,8 @@ class Query(Generic[M]):
     def drop(self, *columns: str | Sequence[str], strict: bool = True) -> Query[M]:
         """Every column but these (a projection).
 
-        >>> Item.filter().drop("created_at", "updated_time").compile().to_dict()["projection"]
-        {'_id': 1, 'sku': 1, 'price': 1}
+        >>> Item.filter().drop("created_at", "updated_time").collect_schema().names()
+        ['id', 'sku', 'price']
         """
         names = _names(columns)
         frame = frame_after(self.source, self.steps)
