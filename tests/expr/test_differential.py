@@ -194,7 +194,7 @@ def string_values(draw: st.DrawFn) -> Expr:
         s.str.slice(draw(st.integers(-4, 3)), draw(st.one_of(st.none(), st.integers(0, 3)))),
         s.str.replace(draw(st.sampled_from(["a", "A", "é", " "])), draw(texts)),
         s.str.replace_all(draw(st.sampled_from(["a", "\n", "b."])), draw(texts), literal=True),
-        s.str.to_uppercase(), fld["a"].cast("String"), fld["flag"].cast("String"),
+        fld["a"].cast("String"), fld["flag"].cast("String"),
         t.dt.strftime(draw(st.sampled_from(FORMATS))),
         when(fld["a"] > 0).then(s).otherwise(lit(draw(texts))),
         s.fill_null(draw(texts)),
