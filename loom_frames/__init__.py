@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from .connection import CODEC_OPTIONS, connect, disconnect, get_client
 from .errors import (
@@ -39,13 +40,13 @@ from .model import (
 )
 from .stages import AggregationStages
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     import polars as pl
 
 __version__ = "0.1.0"
 
 
-def scan_collection(db: str, collection: str, *, schema: Any) -> pl.LazyFrame:
+def scan_collection(db: str, collection: str, *, schema: _Any) -> pl.LazyFrame:
     """A Polars LazyFrame over a collection with no model, typed by ``schema``.
 
     See :func:`loom_frames.scan.scan_collection`.

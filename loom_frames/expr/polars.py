@@ -400,8 +400,11 @@ def _(node: n.Arithmetic) -> pl.Expr:
         fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
         return pl.when(right != 0).then(fixed)
     if isinstance(node, n.FloorDiv):
-        out = left // right
-        return pl.when(right != 0).then(out)
+        if kind_of(node) is not Kind.FLOAT:
+            return pl.when(right != 0).then(left // right)
+        if isinstance(node.right, n.Literal):  # exact IEEE division, as for / above
+            right = pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right
+        return pl.when(right != 0).then((left / right).floor())
     if isinstance(node, n.Pow):
         if kind_of(node) is Kind.FLOAT:
             left = left.cast(pl.Float64)
