@@ -4,6 +4,11 @@
 >>> from loom_frames import Persistable, declare_persist_db
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .connection import CODEC_OPTIONS, connect, disconnect, get_client
 from .errors import (
     AuthenticationFailedError,
@@ -24,7 +29,7 @@ from .errors import (
     WriteOutcomeUnknownError,
     WriteRejectedError,
 )
-from .expr import Expr, col, fld
+from .expr import Expr, col, fld, len, lit, when
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
 from .model import (
     LedgerModel,
@@ -35,10 +40,13 @@ from .model import (
 )
 from .stages import AggregationStages
 
+if _TYPE_CHECKING:
+    import polars as pl
+
 __version__ = "0.1.0"
 
 
-def scan_collection(db: str, collection: str, *, schema: object) -> object:
+def scan_collection(db: str, collection: str, *, schema: _Any) -> pl.LazyFrame:
     """A Polars LazyFrame over a collection with no model, typed by ``schema``.
 
     See :func:`loom_frames.scan.scan_collection`.
@@ -84,5 +92,8 @@ __all__ = [
     "disconnect",
     "fld",
     "get_client",
+    "len",
+    "lit",
     "scan_collection",
+    "when",
 ]

@@ -42,7 +42,15 @@ from .plan import Source, frame_after
 if TYPE_CHECKING:
     from .query import Query
 
-__all__ = ["ScanPushdown", "last_pushdown", "pushdown", "scan_collection", "scan_query"]
+__all__ = [
+    "SORT_HINT",
+    "ScanPushdown",
+    "explain_detail",
+    "last_pushdown",
+    "pushdown",
+    "scan_collection",
+    "scan_query",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,6 @@ def scan_query(query: Query) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
     from .load import to_frame
-    from .query import summarised
 
     command = query.compile()
     if command.schema is None:
@@ -139,8 +146,6 @@ def scan_query(query: Query) -> pl.LazyFrame:
             if df.height:
                 yield df
 
-    detail = summarised(command.to_dict())
-    detail.pop(command.operation, None)
     return register_io_source(
         source,
         schema=schema,
@@ -148,8 +153,31 @@ def scan_query(query: Query) -> pl.LazyFrame:
         explain_name=f"MongoDB[{command.namespace}]",
         # Polars fixes this text now; each collect then pushes its own columns, filter
         # and limit into it (see pushdown()).
-        explain_detail=f"{command.operation} before pushdown {_short(detail)}",
+        explain_detail=explain_detail(query),
     )
+
+
+SORT_HINT = ("Polars hands a source no sort: push a top-k as "
+             "Model.filter().sort().limit(k).scan()")
+
+
+def explain_detail(query: Query) -> str:
+    """What ``lazy.explain()`` shows for the source: the query's own steps (if any), what
+    each collect pushes, and how to push a sort (Polars cannot hand one to a source).
+
+    >>> explain_detail(Event.filter())
+    'one MongoDB find per collect, with the columns, filter and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); Polars hands a source no sort: push a top-k as Model.filter().sort().limit(k).scan()'
+    """
+    command = query.compile()
+    steps = ""
+    if query.steps:
+        detail = summarised(command.to_dict())
+        detail.pop(command.operation, None)
+        detail.pop("projection", None)
+        steps = f" over {_short(detail)}"
+    return (f"one MongoDB {command.operation}{steps} per collect, with the columns, filter "
+            "and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); "
+            + SORT_HINT)
 
 
 _last: list[ScanPushdown] = []  # the latest collect's pushdown (any thread: Polars' own)
@@ -208,6 +236,12 @@ def _arrow_of_polars(name: str, dtype: Any) -> pa.DataType:
     if pa.types.is_large_list(arrow) or pa.types.is_list_view(arrow):
         return pa.list_(arrow.value_type)
     return arrow
+
+
+def summarised(value: Any) -> Any:
+    from .query import summarised as _summarised
+
+    return _summarised(value)
 
 
 def _short(value: Any) -> str:
