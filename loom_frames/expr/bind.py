@@ -214,9 +214,9 @@ def kind_of(node: n.Node) -> Kind:
     if isinstance(node, n.Cast):
         return CAST_KINDS[node.dtype]
     if isinstance(node, n.FillNull):
-        return _common((kind_of(node.arg), kind_of(node.value)))
+        return _common_of((node.arg, node.value))
     if isinstance(node, n.When):
-        return _common((*(kind_of(v) for v in node.values), kind_of(node.otherwise)))
+        return _common_of((*node.values, node.otherwise))
     if isinstance(node, n.Rank):
         return Kind.FLOAT if node.method == "average" else Kind.INT
     if isinstance(node, n.RollingMean):
@@ -247,6 +247,14 @@ CAST_SOURCES: dict[str, frozenset[Kind]] = {
 }
 """What each cast converts from with one meaning in both engines (a float's text is
 ``1`` in MongoDB and ``1.0`` in Polars, so floats are not cast to String)."""
+
+
+def _common_of(nodes: tuple[n.Node, ...]) -> Kind:
+    """The kind of a value that is one of ``nodes``' values: unknown (ANY) when one of
+    them is of unknown kind (an unbound field), null literals aside."""
+    kinds = tuple(kind_of(x) for x in nodes
+                  if not (isinstance(x, n.Literal) and x.value is None))
+    return Kind.ANY if Kind.ANY in kinds else _common(kinds)
 
 
 def _common(kinds: tuple[Kind, ...]) -> Kind:

@@ -540,9 +540,12 @@ def _(node: n.Arithmetic) -> Any:
         return _pow(node, left, right)
     if isinstance(node, (n.Div, n.Mod, n.FloorDiv)):  # MongoDB raises on a zero divisor
         out: Any = {op: [left, right]}
-        if isinstance(node, n.Mod) and kind_of(node) in (Kind.FLOAT, Kind.ANY) \
-                and kind_of(node.left) is not Kind.INT:  # fmod(inf, m) is NaN (SecantusDB
-            out = {"$cond": [{"$in": [left, [float("inf"), float("-inf")]]}, NAN, out]}  # raises)
+        if isinstance(node, n.Mod) and kind_of(node.left) is Kind.FLOAT:
+            # fmod(+-inf, m) is NaN (IEEE, and mongod). SecantusDB returns 0 or raises, and
+            # evaluates both branches of a $cond: $mod never sees the infinity.
+            infinite = {"$in": [left, [float("inf"), float("-inf")]]}
+            out = {"$cond": [infinite, NAN,
+                             {op: [{"$cond": [infinite, 0.0, left]}, right]}]}
         if isinstance(node, n.FloorDiv):
             out = {"$floor": out}
             if kind_of(node) is Kind.INT:

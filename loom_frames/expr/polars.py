@@ -395,7 +395,10 @@ def _(node: n.Arithmetic) -> pl.Expr:
         if kind_of(node) is Kind.FLOAT:  # fmod, exactly: floored and truncated agree on |x|
             rem = left.abs() % right.abs()
             rem = pl.when(right.is_infinite() & left.is_finite()).then(left.abs()).otherwise(rem)
-            return pl.when(right != 0).then(pl.when(left < 0).then(-rem).otherwise(rem))
+            signed = pl.when(left < 0).then(-rem).otherwise(rem)
+            # fmod(+-inf, m) is NaN (IEEE, as MongoDB); Polars' floored % gives -inf.
+            signed = pl.when(left.is_infinite()).then(float("nan")).otherwise(signed)
+            return pl.when(right != 0).then(signed)
         rem = left % right
         fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
         return pl.when(right != 0).then(fixed)

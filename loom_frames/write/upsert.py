@@ -73,7 +73,7 @@ ID_CONFLICT = "IdConflict"
 # Both the frame's documents and the stored ones are decoded with pymongo's plain
 # options (naive UTC datetimes, Decimal128, UUIDs as Binary): 3x faster than the model
 # codec, and both sides alike.
-_PLAIN = bson.CodecOptions()
+_PLAIN: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions()
 
 
 def upsert_dataframe(

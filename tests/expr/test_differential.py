@@ -139,8 +139,9 @@ def num_exprs(draw: st.DrawFn, depth: int = 0) -> Expr:
     if kind == "**":
         if draw(st.booleans()):
             return draw(int_exprs()) ** draw(st.integers(0, 3))
-        return fld["b"] ** draw(st.one_of(st.sampled_from([0.5, 2.0, -1.0, 3]),
-                                          st.just(fld["b"])))
+        # Not fld["b"] ** fld["b"]: a power overflowing a double is inf in mongod and
+        # Polars, and an internal error in SecantusDB (docs/semantics.md).
+        return fld["b"] ** draw(st.sampled_from([0.5, 2.0, -1.0, 3]))
     if kind == "fill":
         return left.fill_null(draw(operands))
     if kind == "when":
