@@ -16,8 +16,8 @@ collection:
   with ``$type``: a collection holding ObjectId, string and integer ids loses nothing;
 * a query whose answer depends on the whole result is never split: a sort (the order
   is over all rows), a skip or limit, a group-by, a raw pipeline. It is one partition,
-  and its ``explain()`` says why. What can be split: filters, selections and computed
-  columns (each row on its own).
+  and its ``explain()`` says why. What can be split: filters, selections, computed
+  columns, explodes and joins (each row on its own).
 
 >>> Query.partitions(User.filter().limit(5), 4)  # doctest: +SKIP
 [<Query User> ... one partition: not split, a limit keeps the first rows of the whole result]
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .connection import driver_errors
-from .plan import Command, Filter, Select, WithColumns, _and
+from .plan import Command, Explode, Filter, Join, Select, WithColumns, _and
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -61,12 +61,12 @@ _BRACKETS: dict[str, tuple[str, ...]] = {
     "bool": ("bool",),
 }
 _BRACKET_OF = {alias: name for name, aliases in _BRACKETS.items() for alias in aliases}
-_SPLITTABLE = (Filter, Select, WithColumns)
+_SPLITTABLE = (Filter, Select, WithColumns, Explode, Join)  # each row on its own
 
 
 def unsplittable(query: Query) -> str | None:
     """Why ``query`` cannot be split into partitions, or None when it can."""
-    from .plan import GroupBy, Limit, Pipeline, Skip, Sort
+    from .plan import GroupBy, Limit, Pipeline, Sample, Skip, Sort
 
     reasons = {
         Sort: "a sort orders the whole result",
@@ -75,6 +75,7 @@ def unsplittable(query: Query) -> str | None:
         GroupBy: "a group-by's groups span every partition (MongoDB runs it in one "
                  "command, on every shard of a cluster)",
         Pipeline: "a raw pipeline's stages may need the whole result",
+        Sample: "a sample draws from the whole result",
     }
     for step in query.steps:
         if not isinstance(step, _SPLITTABLE):
