@@ -4,6 +4,11 @@
 >>> from loom_frames import Persistable, declare_persist_db
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .connection import CODEC_OPTIONS, connect, disconnect, get_client
 from .errors import (
     AuthenticationFailedError,
@@ -24,7 +29,7 @@ from .errors import (
     WriteOutcomeUnknownError,
     WriteRejectedError,
 )
-from .expr import Expr, col, fld
+from .expr import Expr, col, fld, len, lit, when
 from .fields import IncrCounter, ObjectIdField, StrLower, StrUpper, TimeInserted, TimeUpdated
 from .model import (
     LedgerModel,
@@ -35,6 +40,9 @@ from .model import (
 )
 from .stages import AggregationStages
 
+if _TYPE_CHECKING:
+    import polars as pl
+
 __version__ = "0.1.0"
 
 
@@ -42,10 +50,10 @@ def scan_collection(
     db: str,
     collection: str,
     *,
-    schema: object = None,
+    schema: _Any = None,
     infer_schema_length: int | None = 100,
     on_invalid: str = "raise",
-) -> object:
+) -> pl.LazyFrame:
     """A Polars LazyFrame over a collection with no model, typed by ``schema`` or by a
     schema inferred from its first ``infer_schema_length`` documents.
 
@@ -53,7 +61,7 @@ def scan_collection(
     """
     from .scan import scan_collection as _scan
 
-    return _scan(db, collection, schema=schema, infer_schema_length=infer_schema_length,  # type: ignore[arg-type]
+    return _scan(db, collection, schema=schema, infer_schema_length=infer_schema_length,
                  on_invalid=on_invalid)
 
 __all__ = [
@@ -93,5 +101,8 @@ __all__ = [
     "disconnect",
     "fld",
     "get_client",
+    "len",
+    "lit",
     "scan_collection",
+    "when",
 ]

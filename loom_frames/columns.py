@@ -38,10 +38,10 @@ nested ``BaseModel``        ``struct<...>``                  embedded document
   ``.`` or NUL, not ``_id`` except for ``id``, and not one of the library's reserved
   names (``__loom...``; ``_v`` on a model declared with ``version=``).
 
->>> from loom_frames import Persistable, StrLower
+>>> from loom_frames import Persistable
 >>> class User(Persistable):
 ...     name: str
-...     email: StrLower
+...     email: str
 >>> [(c.name, c.key, c.kind.value) for c in model_columns(User)]
 [('id', '_id', 'objectid'), ('created_at', 'created_at', 'datetime'), ('updated_time', 'updated_time', 'datetime'), ('name', 'name', 'str'), ('email', 'email', 'str')]
 >>> column_of(User, "_id").name

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -68,6 +69,8 @@ __all__ = [
     "get_client",
     "outcome_unknown",
     "redact_uri",
+    "session_uri",
+    "use_uri",
 ]
 
 _CONFIGURED = re.compile(r" \(configured timeouts: [^)]*\)")  # pymongo's suffix
@@ -129,6 +132,7 @@ def connect(
         embedded = False
         if client is not None:
             _ping(client, "the given client", None, ping_timeout)
+            uri = _made_from.get(id(client))
         elif uri is not None:
             client = _client_for(uri, ping_timeout)
         elif os.environ.get("MONGODB_URI"):
@@ -172,6 +176,23 @@ def get_client() -> pymongo.MongoClient[Any]:
             _close(_client, 0.1)  # its server is gone
             disconnect()
         return _client if _client is not None else connect()
+
+
+def session_uri() -> str | None:
+    """The URI of the process-wide client (credentials included), or None when it was
+    given as a client object: what another process needs to reach the same server
+    (Dask workers; see :func:`use_uri`)."""
+    get_client()
+    return _client_uri
+
+
+def use_uri(uri: str) -> pymongo.MongoClient[Any]:
+    """Make ``uri`` this process's server (a worker running a partition): the current
+    client when it already is, else :func:`connect`."""
+    with _lock:
+        if _client is not None and _client_uri == uri:
+            return _client
+        return connect(uri)
 
 
 def _embedded_uri() -> str:
@@ -219,7 +240,15 @@ def _client_for(uri: str, ping_timeout: float = PING_TIMEOUT_S) -> pymongo.Mongo
     except (PyMongoError, ValueError, OSError) as exc:
         raise _invalid_uri(uri, exc) from exc
     _ping(client, redact_uri(uri), uri, ping_timeout)
+    _made_from[id(client)] = uri
+    weakref.finalize(client, _made_from.pop, id(client), None)
     return client
+
+
+# The URI each client this module made was made from, by identity (clients to the same
+# host compare equal): connect(client=...) with one of them keeps the URI that other
+# processes (Dask workers) connect with.
+_made_from: dict[int, str] = {}
 
 
 _TLS_FILES = (

@@ -22,13 +22,19 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 from pymongo import IndexModel
 
 from .columns import check_storage_keys, storage_key
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .query import Query
+    from .write.frames import WriteResult
 from .errors import ModelDeclarationError, did_you_mean
 from .fields import (
     Increment,
@@ -142,8 +148,8 @@ class Persistable(BaseModel):
     )
 
     id: ObjectIdField | None = Field(default=None, alias="_id")
-    created_at: TimeInserted
-    updated_time: TimeUpdated
+    created_at: TimeInserted = None
+    updated_time: TimeUpdated = None
 
     __loom_persist__: ClassVar[PersistConfig | None] = None
     __loom_counters__: ClassVar[frozenset[str]] = frozenset()
@@ -282,14 +288,14 @@ class Persistable(BaseModel):
         return collection_for(cls)
 
     @classmethod
-    def filter(cls, *exprs: Any) -> Any:
+    def filter(cls, *exprs: Any) -> Query[Self]:
         """Start a query: ``User.filter(lm.fld['age'] > 25)`` (the conjunction of exprs)."""
         from .query import Query
 
         return Query.from_model(cls).filter(*exprs)
 
     @classmethod
-    def scan(cls, *, on_invalid: str = "raise") -> Any:
+    def scan(cls, *, on_invalid: str = "raise") -> pl.LazyFrame:
         """A Polars ``LazyFrame`` over the collection (pushdown of columns, filters, limits).
 
         ``on_invalid="null"`` reads stored values that do not fit the model as null.
@@ -310,7 +316,7 @@ class Persistable(BaseModel):
         progress: Any = "auto",
         extra: str = "raise",
         on_error: str = "raise",
-    ) -> Any:
+    ) -> WriteResult:
         """Insert every row of a pandas / Polars / PyArrow frame as a new document.
 
         The frame is held to the model like ``persist()`` holds an object (columns,
@@ -337,7 +343,7 @@ class Persistable(BaseModel):
         progress: Any = "auto",
         extra: str = "raise",
         on_error: str = "raise",
-    ) -> Any:
+    ) -> WriteResult:
         """Insert new rows and update changed ones, one document per key ``on``.
 
         Idempotent: re-running the same frame changes nothing and reports the rows
@@ -369,7 +375,7 @@ class Persistable(BaseModel):
 
     @classmethod
     def agg(cls, pipeline: Any, *, schema: Any = None, infer_schema_length: int | None = 100
-            ) -> Any:
+            ) -> Query[Self]:
         """Run an aggregation pipeline (a list of stages or ``AggregationStages``).
 
         ``load_many()`` returns its result documents as dicts; frames use ``schema`` (a

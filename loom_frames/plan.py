@@ -32,10 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Command",
+    "Explode",
     "Filter",
     "GroupBy",
     "Limit",
+    "Join",
     "Pipeline",
+    "Sample",
     "Select",
     "Skip",
     "Sort",
@@ -79,6 +82,9 @@ class Filter:
 @dataclass(frozen=True, slots=True)
 class Sort:
     keys: tuple[tuple[str, bool], ...]  # (column name, descending)
+    # Polars' nulls_last per key (None: MongoDB's own order, nulls first ascending)
+    nulls_last: tuple[bool | None, ...] = ()
+    computed: tuple[tuple[str, Expr], ...] = ()  # (temporary key, expression) to sort by
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,36 @@ class GroupBy:
 
 
 @dataclass(frozen=True, slots=True)
+class Explode:
+    """One row per element of a list column (``$unwind``), as Polars explodes: an empty
+    list gives no row (one null row with ``empty_as_null``), a null list one null row
+    (none without ``keep_nulls``)."""
+
+    column: str
+    empty_as_null: bool = False
+    keep_nulls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """``n`` rows drawn at random (``$sample``)."""
+
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Rows of another collection joined on keys (``$lookup`` + ``$unwind``)."""
+
+    other: Source
+    other_steps: tuple[Step, ...]
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: Literal["inner", "left"]
+    suffix: str
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """A raw aggregation pipeline (``Model.agg(...)``); its output shape is the user's."""
 
@@ -116,7 +152,8 @@ class Pipeline:
     infer_schema_length: int | None = 100  # without a schema: documents sampled to type it
 
 
-Step = Filter | Sort | Skip | Limit | Select | WithColumns | GroupBy | Pipeline
+Step = (Filter | Sort | Skip | Limit | Select | WithColumns | GroupBy | Pipeline | Explode
+        | Sample | Join)
 
 
 # --------------------------------------------------------------------------- frames
@@ -168,8 +205,17 @@ def frame_after(source: Source, steps: Sequence[Step]) -> Frame:
 
 
 def _advance(frame: Frame, step: Step) -> Frame:
-    if isinstance(step, (Filter, Sort, Skip, Limit)):
+    if isinstance(step, (Filter, Sort, Skip, Limit, Sample)):
         return frame
+    if isinstance(step, Explode):
+        col = frame.column(step.column)
+        assert col.item is not None
+        item = dataclasses.replace(col.item, name=col.name, key=col.key)
+        exploded = tuple(item if c is col else c for c in frame.columns or ())
+        return Frame(exploded, documents=False, whole=False, name=frame.name,
+                     computed=frame.computed)
+    if isinstance(step, Join):
+        return _joined(frame, step)
     if isinstance(step, Pipeline):
         cols = columns_from_arrow(step.schema) if step.schema is not None else None
         return Frame(cols, documents=False, whole=False, name=frame.name)
@@ -197,6 +243,63 @@ def _advance(frame: Frame, step: Step) -> Frame:
         computed = tuple((name, repr(e)) for name, e in items)
         return Frame(cols, documents=False, whole=False, name=frame.name, computed=computed)
     raise PlanError(f"unknown plan step {step!r}")
+
+
+JOINED = "__loom_join"
+"""Where ``$lookup`` puts the matching rows of the other collection."""
+
+
+def _join_columns(frame: Frame, step: Join) -> list[tuple[str, Column]]:
+    """(output name, column of the other side) of the other side's columns in the result:
+    every column but the keys (Polars keeps the left ones), renamed with ``suffix`` where
+    the left side has the name already."""
+    right = frame_after(step.other, step.other_steps)
+    left_names = {c.name for c in frame.columns or ()}
+    keys = {right.column(k).name for k in step.right_on}
+    out = []
+    for col in right.columns or ():
+        if col.name in keys:
+            continue
+        out.append((col.name + step.suffix if col.name in left_names else col.name, col))
+    return out
+
+
+def _joined(frame: Frame, step: Join) -> Frame:
+    added = tuple(_renamed(col, name, keep_key=False) for name, col in _join_columns(frame, step))
+    return Frame((*(frame.columns or ()), *added), documents=False, whole=False,
+                 name=frame.name, computed=frame.computed)
+
+
+def _join_stages(frame: Frame, step: Join) -> list[dict[str, Any]]:
+    other = compile_plan(step.other, step.other_steps)
+    right = frame_after(step.other, step.other_steps)
+    variables = {f"k{i}": "$" + frame.column(k).key for i, k in enumerate(step.left_on)}
+    matches: list[Any] = []
+    for i, key in enumerate(step.right_on):
+        path = "$" + right.column(key).key
+        matches += [{"$eq": [path, f"$$k{i}"]}, {"$gt": [f"$$k{i}", None]}]
+    on_keys = {"$match": {"$expr": {"$and": matches}}}
+    if other.operation == "find":
+        inner: list[dict[str, Any]] = [on_keys]
+        if other.filter:
+            inner.append({"$match": dict(other.filter)})
+        if other.sort:
+            inner.append({"$sort": dict(other.sort)})
+        if other.skip:
+            inner.append({"$skip": other.skip})
+        if other.limit:
+            inner.append({"$limit": other.limit})
+    else:  # the other side's own pipeline first: the keys may be computed by it
+        inner = [*(dict(s) for s in other.pipeline), on_keys]
+    columns = _join_columns(frame, step)
+    inner.append({"$project": {"_id": 0, **{col.key: 1 for _, col in columns}}}
+                 if not any(col.key == "_id" for _, col in columns)
+                 else {"$project": {col.key: 1 for _, col in columns}})
+    lookup = {"from": step.other.collection, "let": variables, "pipeline": inner, "as": JOINED}
+    unwind = {"path": "$" + JOINED, "preserveNullAndEmptyArrays": step.how == "left"}
+    values = {name: f"${JOINED}.{col.key}" for name, col in columns}
+    return [{"$lookup": lookup}, {"$unwind": unwind}, {"$set": values} if values else {},
+            {"$unset": JOINED}]
 
 
 def _sources(
@@ -251,8 +354,11 @@ def _strip_alias(node: n.Node) -> n.Node:
 
 
 def _source_column(frame: Frame, node: n.Node) -> Column | None:
-    """The column whose type an expression keeps (a field, or min/max/first/last of one)."""
-    if isinstance(node, (n.Min, n.Max, n.First, n.Last)):
+    """The column whose type an expression keeps (a field, or min/max/first/last of one,
+    also over a window, or shifted)."""
+    if isinstance(node, n.Over):
+        node = node.arg
+    if isinstance(node, (n.Min, n.Max, n.First, n.Last, n.Shift)):
         node = _strip_alias(node.arg)
     if not isinstance(node, n.Field) or node.ref is None:
         return None
@@ -434,10 +540,17 @@ def _stages(
     if isinstance(step, Filter):
         return [{"$match": step.predicate.to_mongo()}]
     if isinstance(step, Sort):
-        spec = {_sort_key(frame, name): -1 if desc else 1 for name, desc in step.keys}
-        if frame.documents and "_id" not in spec:
-            spec["_id"] = 1  # ties broken by _id: the same rows every time
-        return [{"$sort": spec}]
+        return _sort(frame, step)
+    if isinstance(step, Explode):
+        key = frame.column(step.column).key
+        drop: list[dict[str, Any]] = ([] if step.empty_as_null else [{key: {"$ne": []}}]) + (
+            [] if step.keep_nulls else [{key: {"$ne": None}}])
+        match = [{"$match": drop[0] if len(drop) == 1 else {"$and": drop}}] if drop else []
+        return [*match, {"$unwind": {"path": "$" + key, "preserveNullAndEmptyArrays": True}}]
+    if isinstance(step, Sample):
+        return [{"$sample": {"size": step.n}}]
+    if isinstance(step, Join):
+        return _join_stages(frame, step)
     if isinstance(step, Skip):
         return [{"$skip": step.n}]
     if isinstance(step, Limit):
@@ -447,15 +560,66 @@ def _stages(
     if isinstance(step, Select):
         if frame.documents and all(_plain(e) for _, e in step.items):
             return []  # the projection follows from the output schema
-        project: dict[str, Any] = {"_id": 0}
-        for name, expr in step.items:
-            project[name] = _value(expr)
-        return [{"$project": project}]
+        stages, values, _ = _computing(step.items)
+        return [*stages, {"$project": {"_id": 0, **values}}]
     if isinstance(step, WithColumns):
-        return [{"$set": {name: _value(expr) for name, expr in step.items}}]
+        stages, values, temps = _computing(step.items)
+        return [*stages, {"$set": values}, *([{"$unset": temps}] if temps else [])]
     if isinstance(step, GroupBy):
         return _group(step, again)
     raise PlanError(f"unknown plan step {step!r}")
+
+
+def _computing(
+    items: Sequence[tuple[str, Expr]],
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """Stages computing the window columns among ``items`` (into temporary fields, so
+    every item still reads the columns as they were), each item's value, the temporaries."""
+    from .expr.mongo_window import is_window, temp_name, window_stages
+
+    windows = [(name, expr.node) for name, expr in items if is_window(expr.node)]
+    stages, temps = window_stages(windows)
+    values: dict[str, Any] = {}
+    index = 0
+    for name, expr in items:
+        if is_window(expr.node):
+            values[name] = "$" + temp_name(index)
+            index += 1
+        else:
+            values[name] = _value(expr)
+    return stages, values, temps
+
+
+def _nullable(frame: Frame, name: str) -> bool:
+    """Whether a column may hold null: computed, schema-only or Optional model columns
+    (a model field that is not Optional holds a value in every document that fits)."""
+    if frame.columns is None:
+        return True
+    col = frame.column(name)
+    return col.optional or col.annotation is None or col.name in dict(frame.computed)
+
+
+def _sort(frame: Frame, step: Sort) -> list[dict[str, Any]]:
+    """``$sort``; nulls placed as Polars' ``nulls_last`` says, through a flag computed
+    first where MongoDB's own order (nulls first ascending, last descending) differs."""
+    computed = dict(step.computed)
+    before: dict[str, Any] = {name: _value(expr) for name, expr in step.computed}
+    spec: dict[str, int] = {}
+    flags = step.nulls_last or (None,) * len(step.keys)
+    for index, ((name, desc), last) in enumerate(zip(step.keys, flags, strict=True)):
+        key = name if name in computed else _sort_key(frame, name)
+        nullable = name in computed or (frame.columns is not None and _nullable(frame, name))
+        if last is not None and last != desc and nullable:
+            flag = f"__loom_s{index}_null"
+            value = before.get(key, "$" + key)  # a computed key: its expression
+            before[flag] = {"$cond": [{"$lte": [value, None]}, int(last), int(not last)]}
+            spec[flag] = 1
+        spec[key] = -1 if desc else 1
+    if frame.documents and "_id" not in spec:
+        spec["_id"] = 1  # ties broken by _id: the same rows every time
+    if not before:
+        return [{"$sort": spec}]
+    return [{"$set": before}, {"$sort": spec}, {"$unset": list(before)}]
 
 
 def _sort_key(frame: Frame, name: str) -> str:
@@ -475,7 +639,8 @@ def _group(step: GroupBy, again: tuple[str, list[dict[str, Any]]]) -> list[dict[
     from .expr.mongo import group_stages
 
     keys = {name: _key(expr) for name, expr in step.keys}
-    accumulators = [expr.alias(name).to_mongo_accumulator() for name, expr in step.aggs]
+    accumulators = [dataclasses.replace(expr.to_mongo_accumulator(), name=name)
+                    for name, expr in step.aggs]
     coll, before = again
     rerun = None if _nondeterministic(before) else (coll, before)
     stages, finals = group_stages(keys if keys else None, accumulators, rerun)
@@ -514,7 +679,7 @@ def _optimise(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 out.insert(at, stage)
         else:
             out.append(stage)
-    return [s for s in out if s != {"$match": {}}]
+    return [s for s in out if s not in ({"$match": {}}, {})]
 
 
 def _and(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

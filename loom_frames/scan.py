@@ -43,7 +43,15 @@ from .plan import Source, frame_after
 if TYPE_CHECKING:
     from .query import Query
 
-__all__ = ["ScanPushdown", "last_pushdown", "pushdown", "scan_collection", "scan_query"]
+__all__ = [
+    "SORT_HINT",
+    "ScanPushdown",
+    "explain_detail",
+    "last_pushdown",
+    "pushdown",
+    "scan_collection",
+    "scan_query",
+]
 
 log = logging.getLogger("loom_frames.read")
 
@@ -158,8 +166,6 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
             if df.height:
                 yield df
 
-    detail = command.to_dict()
-    detail.pop(command.operation, None)
     return register_io_source(
         source,
         schema=schema,
@@ -167,8 +173,7 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
         explain_name=f"MongoDB[{command.namespace}]",
         # Polars fixes this text now; each collect then pushes its own columns, filter
         # and limit into it (see pushdown()).
-        explain_detail=f"{command.operation} before pushdown {_short(detail)}"
-        + (f"; {inferred}" if inferred else ""),
+        explain_detail=explain_detail(query) + (f"; {inferred}" if inferred else ""),
     )
 
 
@@ -192,6 +197,29 @@ def _typed_by_sample(query: Query) -> tuple[Query, str]:
     said = describe(len(docs), notes)
     log.info("%s: %s", query.source.name, said)
     return replace(query, steps=(*query.steps[:at], typed, *query.steps[at + 1:])), said
+
+
+SORT_HINT = ("Polars hands a source no sort: push a top-k as "
+             "Model.filter().sort().limit(k).scan()")
+
+
+def explain_detail(query: Query) -> str:
+    """What ``lazy.explain()`` shows for the source: the query's own steps (if any), what
+    each collect pushes, and how to push a sort (Polars cannot hand one to a source).
+
+    >>> explain_detail(Event.filter())
+    'one MongoDB find per collect, with the columns, filter and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); Polars hands a source no sort: push a top-k as Model.filter().sort().limit(k).scan()'
+    """
+    command = query.compile()
+    steps = ""
+    if query.steps:
+        detail = command.to_dict()
+        detail.pop(command.operation, None)
+        detail.pop("projection", None)
+        steps = f" over {_short(detail)}"
+    return (f"one MongoDB {command.operation}{steps} per collect, with the columns, filter "
+            "and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); "
+            + SORT_HINT)
 
 
 _last: list[ScanPushdown] = []  # the latest collect's pushdown (any thread: Polars' own)

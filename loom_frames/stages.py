@@ -125,7 +125,7 @@ class AggregationStages(Sequence[dict[str, Any]]):
             {"from": from_, "localField": local_field, "foreignField": foreign_field, "as": as_},
         )
 
-    def count(self, field: str = "count") -> AggregationStages:
+    def count(self, field: str = "count") -> AggregationStages:  # type: ignore[override]
         """``$count``: one document ``{field: <number of documents>}``."""
         return self.stage("$count", field)
 

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         nb = nbformat.read(path, as_version=4)
         with tempfile.TemporaryDirectory(prefix="loom-nb-") as tmp:
             execute(nb, Path(tmp), mongodb_uri=uri)
+        nb.metadata.pop("widgets", None)  # progress bars' widget state: noise, not output
         nbformat.validate(nb)
         nbformat.write(nb, path)
         print(f"executed {path}")

@@ -174,7 +174,10 @@ def test_typos_fail_when_the_query_is_built(Item: Any) -> None:  # noqa: N803
 
 # ------------------------------------------------------------------ pushdown
 def test_filter_sort_limit_is_one_find(Item: Any, items: list[Any], commands: Any) -> None:  # noqa: N803
-    q = Item.filter(fld["a"] > 1, fld["cat"] == "a").sort("a", descending=True).limit(1)
+    # nulls_last=True is MongoDB's own descending order: a plain find (Polars' default,
+    # nulls first, needs a null flag on an Optional field: an aggregate)
+    q = (Item.filter(fld["a"] > 1, fld["cat"] == "a")
+         .sort("a", descending=True, nulls_last=True).limit(1))
     cmd = q.compile().to_dict()
     assert cmd["filter"] == {"a": {"$gt": 1}, "cat": {"$eq": "a"}}
     assert cmd["sort"] == {"a": -1, "_id": 1} and cmd["limit"] == 1
@@ -295,13 +298,14 @@ SHAPES = st.one_of(
 
 
 def _mongo_order(frame: pl.DataFrame, key: str, descending: bool) -> pl.DataFrame:
-    """Sort as MongoDB does: null < NaN < numbers ascending; ties by id."""
+    """Sort as the query does: nulls first (Polars' default, both directions), then NaN
+    below every number (MongoDB's order); ties by id."""
     col = pl.col(key)
     keys = [col.is_not_null()]
     if frame.schema[key] == pl.Float64:
         keys.append(col.is_not_nan().fill_null(True))
     keys.append(col)
-    flags = [descending] * len(keys)
+    flags = [False] + [descending] * (len(keys) - 1)
     return frame.sort([*keys, pl.col("id")], descending=[*flags, False], nulls_last=False)
 
 

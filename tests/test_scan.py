@@ -8,6 +8,7 @@ import math
 import os
 from typing import Any
 
+import bson
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -60,8 +61,8 @@ def test_scan_is_lazy_and_typed(Reading: Any, commands: Any) -> None:  # noqa: N
     assert lf.collect_schema() == Reading.polars_schema()
     assert commands.named("find", "aggregate") == []  # nothing read before collect
     plan = lf.explain()
-    assert "MongoDB[" in plan and "find before pushdown" in plan
-    assert '"projection": {"_id": 1, ' in plan and "$let" not in plan  # plain: no report
+    assert "MongoDB[" in plan and "one MongoDB find per collect" in plan
+    assert "last_pushdown()" in plan and "$let" not in plan
 
 
 def test_typical_pipeline_pushes_filter_projection_and_limit(
@@ -360,3 +361,42 @@ def test_scan_filter_equals_polars_filter_row_for_row(
     if limit is not None:
         lf, want = lf.head(limit), want.head(limit)
     assert_frame_equal(lf.collect(), want)
+
+
+# ------------------------------------------------------------------ issue 15
+def test_scan_len_fetches_one_narrow_column(Reading: Any, rows: list[Any], commands: Any) -> None:  # noqa: N803
+    # Polars 2.1 hands the source of select(pl.len()) its narrowest column, exactly as for
+    # select("ok"): that one column is fetched, no _id and nothing else.
+    commands.clear()
+    assert Reading.scan().select(pl.len()).collect().item() == 100
+    (find,) = commands.named("find", "aggregate")
+    assert dict(bson.decode(find["projection"].raw)) == {"_id": 0, "ok": 1}
+    assert Reading.scan().filter(pl.col("count") > 95_000).select(pl.len()).collect().item() == 4
+
+
+def test_scan_pushes_struct_fields_and_list_contains(db_name: str, commands: Any) -> None:
+    from pydantic import BaseModel
+
+    class Address(BaseModel):
+        city: str
+
+    @declare_persist_db(db_name=db_name, collection_name="people")
+    class Person(Persistable):
+        address: Address
+        tags: list[str] = []
+
+    Person.persist_many([Person(address=Address(city="Oslo"), tags=["a"]),
+                         Person(address=Address(city="Rome"), tags=["b", "a"]),
+                         Person(address=Address(city="Oslo"), tags=[])])
+    lazy = Person.scan().filter(pl.col("address").struct.field("city") == "Oslo")
+    assert lazy.collect().height == 2
+    assert last_pushdown().command["filter"] == {"address.city": {"$eq": "Oslo"}}
+    lazy = Person.scan().filter(pl.col("tags").list.contains("a"))
+    assert lazy.collect().height == 2
+    assert last_pushdown().command["filter"] == {"tags": {"$eq": "a"}}
+
+
+def test_scan_explain_says_how_to_push_a_sort(Reading: Any) -> None:  # noqa: N803
+    text = Reading.scan().sort("count").head(3).explain()
+    assert "Model.filter().sort().limit(k).scan()" in text
+    assert "find before pushdown {}" not in text

@@ -102,6 +102,14 @@ def count(model: Any, **query: Any) -> int:
     return int(model.collection().count_documents(query))
 
 
+def lose(proxy: ReplyDroppingProxy, write: Any, command: str = "insert") -> None:
+    """Run ``write()`` with its reply lost twice (the first attempt and pymongo's retry):
+    the server applies the write, the caller gets WriteOutcomeUnknownError."""
+    proxy.drop(command, times=2)
+    with pytest.raises(WriteOutcomeUnknownError):
+        write()
+
+
 # ------------------------------------------------------------------ 3. persist(): unknown outcomes
 def test_a_new_object_whose_insert_reply_is_lost_keeps_its_id_and_a_retry_stores_it_once(
     m: dict[str, Any], proxy: ReplyDroppingProxy
@@ -126,9 +134,7 @@ def test_an_object_changed_after_a_lost_insert_is_completed_then_updated(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     user.age = 41
     user.persist()
     assert count(User) == 1
@@ -140,9 +146,7 @@ def test_a_lost_insert_that_was_not_applied_is_inserted_by_the_retry(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     client[User.persist_config().database].users.delete_many({})  # as if never applied
     user.persist()
     assert count(User) == 1 and User.from_id(user.id).name == "Ann"
@@ -153,9 +157,7 @@ def test_a_lost_insert_not_applied_whose_key_was_taken_meanwhile_can_be_fixed(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist)
     users = client[User.persist_config().database].users
     users.delete_many({})  # as if never applied ...
     users.insert_one({"name": "Other", "email": "ann@x.org"})  # ... and the email taken
@@ -172,9 +174,7 @@ def test_a_lost_counter_update_is_never_applied_twice(
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
     user.logins += 1
-    proxy.drop("findAndModify", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist, "findAndModify")
     assert User.from_id(user.id).logins == 1  # applied once
     with pytest.raises(WriteRejectedError) as info:  # a blind retry would store 2
         user.persist()
@@ -192,9 +192,7 @@ def test_a_lost_field_update_is_resent_as_is(m: dict[str, Any], proxy: ReplyDrop
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
     user.age = 30
-    proxy.drop("findAndModify", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.persist()
+    lose(proxy, user.persist, "findAndModify")
     user.persist()  # $set is idempotent: the retry is allowed and harmless
     stored = User.from_id(user.id)
     assert stored.age == 30 and count(User) == 1
@@ -205,9 +203,7 @@ def test_a_ledger_entry_whose_reply_is_lost_is_stored_once_by_the_retry(
 ) -> None:
     Entry = m["Entry"]
     entry = Entry(action="login")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        entry.persist()
+    lose(proxy, entry.persist)
     entry.persist()  # completes the lost one: not a second history record
     assert count(Entry) == 1
     entry.action = "logout"
@@ -220,9 +216,7 @@ def test_a_ledger_entry_changed_after_a_lost_insert_keeps_both_records(
 ) -> None:
     Entry = m["Entry"]
     entry = Entry(action="view")
-    proxy.drop("insert", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        entry.persist()
+    lose(proxy, entry.persist)
     entry.action = "click"
     entry.persist()  # completes "view" (at most once), then appends "click"
     entry.persist()
@@ -270,9 +264,7 @@ def test_a_delete_whose_reply_is_lost_can_be_retried(
 ) -> None:
     User = m["User"]
     user = User(name="Ann", email="ann@x.org").persist()
-    proxy.drop("delete", times=2)
-    with pytest.raises(WriteOutcomeUnknownError):
-        user.delete()
+    lose(proxy, user.delete, "delete")
     assert user.delete() is False  # it had been applied; the retry is harmless
     assert count(User) == 0
 
@@ -323,6 +315,44 @@ def test_a_server_killed_after_applying_an_insert_loses_or_keeps_it_and_the_retr
         user.persist()
         stored = sorted(d["name"] for d in User.collection().find())
         assert stored == ["Ann", "Bob"]  # durable (--sync-on-commit), and Ann exactly once
+    finally:
+        lm.connect(client=client)
+        via.close()
+        proxy.close()
+        process.kill()
+        process.wait(30)
+
+
+def test_a_server_killed_during_a_frame_write_leaves_a_result_a_rerun_completes(
+    tmp_path: Path, client: Any
+) -> None:
+    process, port = _start_server(tmp_path / "data")
+    proxy = ReplyDroppingProxy("127.0.0.1", port)
+    via = _client(proxy.uri, serverSelectionTimeoutMS=3000)
+    try:
+        lm.connect(client=via)
+        Sku = models("killed_frames")["Sku"]
+        df = frame(30)
+        calls: list[str] = []
+
+        def crash(name: str) -> None:
+            calls.append(name)
+            process.kill()
+
+        proxy.hook = crash  # the second batch is applied, then the server dies
+        proxy.before_reply("insert", lambda: proxy.drop("insert", times=1))
+        result = Sku.insert_dataframe(df, batch_size=10, on_error="report")
+        assert calls == ["insert"] and result.rows == 30
+        assert result.inserted == 10  # the first batch; the second unknown; the third not sent
+        outcomes = {f.row // 10: f.outcome for f in result.failed}
+        assert outcomes == {1: "unknown", 2: "not_attempted"}
+        process.wait(30)
+        process, port = _start_server(tmp_path / "data")
+        proxy.upstream = ("127.0.0.1", port)
+        done = Sku.upsert_dataframe(df.with_columns(id=result.ids), on=["id"])
+        assert done.rows == 30 and done.ok
+        assert Sku.collection().count_documents({}) == 30  # every row once
+        assert len(Sku.collection().distinct("sku")) == 30
     finally:
         lm.connect(client=client)
         via.close()

@@ -8,7 +8,18 @@
 {'age': {'$gt': 25}, 'is_active': {'$eq': True}}
 """
 
-from .api import DtNamespace, Expr, ListNamespace, StrNamespace, col, fld
+from .api import (
+    DtNamespace,
+    Expr,
+    ListNamespace,
+    StrNamespace,
+    StructNamespace,
+    col,
+    fld,
+    len,
+    lit,
+    when,
+)
 from .bind import FieldRef, Kind, Resolver, SimpleResolver, normalize_datetime
 from .mongo import MongoAccumulator
 
@@ -22,7 +33,11 @@ __all__ = [
     "Resolver",
     "SimpleResolver",
     "StrNamespace",
+    "StructNamespace",
     "col",
     "fld",
+    "len",
+    "lit",
     "normalize_datetime",
+    "when",
 ]

@@ -11,6 +11,7 @@ compilers live in their own modules and are reached through ``to_mongo()``,
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from .literals import (
     regex_flags,
     text_argument,
 )
-from .namespaces import DtNamespace, ListNamespace, StrNamespace
+from .namespaces import DtNamespace, ListNamespace, StrNamespace, StructNamespace, cast_target
 from .render import to_source
 
 if TYPE_CHECKING:
@@ -34,7 +35,19 @@ if TYPE_CHECKING:
 
     from .mongo import MongoAccumulator
 
-__all__ = ["DtNamespace", "Expr", "ListNamespace", "StrNamespace", "col", "fld"]
+__all__ = [
+    "DtNamespace",
+    "Expr",
+    "ListNamespace",
+    "StrNamespace",
+    "StructNamespace",
+    "When",
+    "col",
+    "fld",
+    "len",
+    "lit",
+    "when",
+]
 
 
 def _node(value: Any, where: str) -> n.Node:
@@ -175,6 +188,99 @@ class Expr:
             raise InvalidExpressionError(f".exists() takes True or False, got {flag!r}.")
         return self._new(n.Exists(self._node, flag))
 
+    def is_between(self, lower_bound: Any, upper_bound: Any, closed: str = "both") -> Expr:
+        """Polars' name for :meth:`between`: ``lower_bound <= x <= upper_bound``.
+
+        >>> fld["age"].is_between(18, 65).to_mongo()
+        {'age': {'$gte': 18, '$lte': 65}}
+        """
+        return self.between(lower_bound, upper_bound, closed)
+
+    def fill_null(self, value: Any) -> Expr:
+        """``value`` (a literal or an expression) where the value is null or missing.
+
+        >>> fld["qty"].fill_null(0).to_mongo_expr()
+        {'$ifNull': ['$qty', 0]}
+        """
+        if value is None:
+            raise InvalidExpressionError("fill_null(None) changes nothing. Hint: give the "
+                                         "value to put where the column is null.")
+        return self._new(n.FillNull(self._node, _node(value, "fill_null()")))
+
+    def cast(self, dtype: Any) -> Expr:
+        """Convert to a Polars dtype: ``Int64``, ``Float64``, ``String``, ``Boolean``,
+        ``Datetime`` (milliseconds, UTC) or ``Date``. A value that does not convert is
+        null (Polars' ``strict=False``; MongoDB's ``$convert`` with ``onError: null``).
+
+        >>> fld["price"].cast("Int64").to_mongo_expr()
+        {'$convert': {'input': '$price', 'to': 'long', 'onError': None, 'onNull': None}}
+        """
+        return self._new(n.Cast(self._node, cast_target(dtype)))
+
+    # ---------------------------------------------------------------- windows
+    def over(
+        self,
+        partition_by: str | Expr | Iterable[str | Expr] | None = None,
+        *more_exprs: str | Expr,
+        order_by: str | Expr | Iterable[str | Expr] | None = None,
+        descending: bool = False,
+    ) -> Expr:
+        """Compute a window function or an aggregation per partition (``$setWindowFields``),
+        rows taken in ``order_by`` order (then by ``_id``); every row keeps its value.
+
+        >>> fld["amount"].cum_sum().over("customer", order_by="ts")
+        fld['amount'].cum_sum().over('customer', order_by='ts')
+        """
+        if not isinstance(descending, bool):
+            raise InvalidExpressionError(f"over(descending=...) takes a bool, got {descending!r}.")
+        keys = _expr_list(partition_by, "over(partition_by)") + _expr_list(more_exprs, "over()")
+        order = _expr_list(order_by, "over(order_by)")
+        return self._new(n.Over(self._node, tuple(keys), tuple(order), descending))
+
+    def rank(self, method: str = "average", *, descending: bool = False) -> Expr:
+        """Rank of the value (1 = smallest; ``descending=True``: 1 = largest); null for null.
+
+        ``method``: ``'average'`` (Polars' default), ``'min'``, ``'max'``, ``'dense'`` or
+        ``'ordinal'``. Use it with :meth:`over` (or alone: over all rows).
+
+        >>> fld["score"].rank("dense").over("team")
+        fld['score'].rank('dense').over('team')
+        """
+        if method not in RANK_METHODS:
+            raise InvalidExpressionError(f"rank(method=...) is one of {RANK_METHODS}, got "
+                                         f"{method!r} ('random' has no MongoDB equivalent).")
+        return self._new(n.Rank(self._node, method, bool(descending)))
+
+    def cum_sum(self) -> Expr:
+        """Running sum in row order (null where the value is null).
+
+        >>> fld["amount"].cum_sum().over(order_by="ts")
+        fld['amount'].cum_sum().over(order_by='ts')
+        """
+        return self._new(n.CumSum(self._node))
+
+    def rolling_mean(self, window_size: int) -> Expr:
+        """Mean of the last ``window_size`` rows (this one included); null until the window
+        holds ``window_size`` non-null values (Polars' ``min_samples`` default).
+
+        >>> fld["price"].rolling_mean(3).over("sku", order_by="day")
+        fld['price'].rolling_mean(3).over('sku', order_by='day')
+        """
+        if type(window_size) is not int or window_size < 1:
+            raise InvalidExpressionError(f"rolling_mean() takes a window_size >= 1, got "
+                                         f"{window_size!r}.")
+        return self._new(n.RollingMean(self._node, window_size))
+
+    def shift(self, n: int = 1) -> Expr:
+        """The value ``n`` rows earlier (``n < 0``: later); null where there is none.
+
+        >>> fld["price"].shift().over("sku", order_by="day")
+        fld['price'].shift().over('sku', order_by='day')
+        """
+        if type(n) is not int:
+            raise InvalidExpressionError(f"shift() takes an int, got {n!r}.")
+        return self._new(_n.Shift(self._node, n))
+
     def between(self, lower: Any, upper: Any, closed: str = "both") -> Expr:
         """``lower <= x <= upper``; ``closed`` is ``'both'``, ``'left'``, ``'right'`` or
         ``'none'``. On a list field, one element must be in range.
@@ -209,7 +315,8 @@ class Expr:
         return self._new(n.EndsWith(self._node, text_argument(text, "ends_with")))
 
     def contains(self, text: str) -> Expr:
-        """The string contains the literal ``text`` (not a pattern).
+        """The string contains the literal ``text`` (not a pattern; ``.str.contains()`` takes
+        a regular expression by default, as in Polars).
 
         >>> fld["name"].contains("a+b").to_mongo()
         {'name': {'$regex': 'a\\\\+b'}}
@@ -263,6 +370,34 @@ class Expr:
 
     def __rmod__(self, other: Any) -> Expr:
         return self._arith(n.Mod, other, reflected=True)
+
+    def __floordiv__(self, other: Any) -> Expr:
+        return self._arith(n.FloorDiv, other)
+
+    def __rfloordiv__(self, other: Any) -> Expr:
+        return self._arith(n.FloorDiv, other, reflected=True)
+
+    def __pow__(self, other: Any) -> Expr:
+        return self._arith(n.Pow, other)
+
+    def __rpow__(self, other: Any) -> Expr:
+        return self._arith(n.Pow, other, reflected=True)
+
+    def floordiv(self, other: Any) -> Expr:
+        """Floor division, ``x // other`` (null for a zero divisor).
+
+        >>> (fld["minutes"] // 60).to_mongo_expr()  # bound to an int field: $toLong of it
+        {'$floor': {'$divide': ['$minutes', 60]}}
+        """
+        return self._arith(n.FloorDiv, other)
+
+    def pow(self, exponent: Any) -> Expr:
+        """``x ** exponent``.
+
+        >>> (fld["x"] ** 2).to_mongo_expr()
+        {'$pow': ['$x', 2]}
+        """
+        return self._arith(n.Pow, exponent)
 
     def __neg__(self) -> Expr:
         return self._new(n.Neg(self._node))
@@ -499,6 +634,17 @@ class Expr:
 
         return compile_polars(self._bound(resolver))
 
+    def __getitem__(self, name: str) -> Expr:
+        """A field of a nested document: ``fld["address"]["city"]`` is ``fld["address.city"]``.
+
+        >>> fld["address"]["city"] == "Oslo"
+        fld['address.city'] == 'Oslo'
+        """
+        if not isinstance(self._node, n.Field) or self._node.ref is not None:
+            raise InvalidExpressionError(f"{self!r}[{name!r}]: only an unbound field has "
+                                         "sub-fields. Hint: fld['address']['city'].")
+        return Expr(n.Field(check_name(f"{self._node.name}.{check_name(name)}")))
+
     # ----------------------------------------------------------------- namespaces
     # Last in the class body: the names shadow the builtins str and list for mypy.
     @property
@@ -512,9 +658,152 @@ class Expr:
         return ListNamespace(self)
 
     @property
+    def struct(self) -> StructNamespace:
+        """Struct methods: ``field``.
+
+        >>> fld["address"].struct.field("city")
+        fld['address.city']
+        """
+        return StructNamespace(self)
+
+    @property
     def dt(self) -> DtNamespace:
         """Datetime methods: ``year``, ``month``, ``day``, ``hour``, ``weekday``, ``truncate``."""
         return DtNamespace(self)
+
+
+RANK_METHODS = ("average", "min", "max", "dense", "ordinal")
+_n = n  # shift(n=...) shadows the module name
+
+
+def _expr_list(value: Any, what: str) -> list[n.Node]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, (str, Expr)) else list(value)
+    out: list[n.Node] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(n.Field(check_name(item)))
+        elif isinstance(item, Expr):
+            out.append(item.node)
+        else:
+            raise InvalidExpressionError(f"{what} takes column names or expressions, got "
+                                         f"{item!r}.")
+    return out
+
+
+def lit(value: Any) -> Expr:
+    """A literal value as an expression (``lm.lit(0)``, ``lm.lit("n/a")``).
+
+    >>> (lit(1) + fld["a"]).to_mongo_expr()
+    {'$add': [1, '$a']}
+    """
+    if isinstance(value, Expr):
+        return value
+    return Expr(n.Literal(freeze(value, "lit()")))
+
+
+def len() -> Expr:  # noqa: A001 - Polars' name (pl.len())
+    """The number of rows (in a group): ``group_by("k").agg(lm.len())``.
+
+    >>> len().to_mongo_accumulator().group
+    {'$sum': 1}
+    """
+    return Expr(n.Len())
+
+
+class When:
+    """``lm.when(condition)``: finish with ``.then(value)``; chain ``.when()`` / ``.then()``
+    and end with ``.otherwise(value)`` (without it, the value is null).
+
+    >>> e = when(fld["vip"]).then(lit("gold")).otherwise(lit("standard"))
+    >>> e.to_mongo_expr()
+    {'$switch': {'branches': [{'case': {'$eq': ['$vip', True]}, 'then': 'gold'}], 'default': 'standard'}}
+    """
+
+    __slots__ = ("_conditions", "_values")
+
+    def __init__(self, conditions: tuple[n.Node, ...], values: tuple[n.Node, ...]) -> None:
+        self._conditions = conditions
+        self._values = values
+
+    def then(self, value: Any) -> Then:
+        """The value where the last condition holds (a string is a column name, as in
+        Polars: use ``lm.lit("text")`` for text).
+
+        >>> when(fld["a"] > 0).then("a")
+        when(fld['a'] > 0).then(fld['a'])
+        """
+        if builtins.len(self._values) == builtins.len(self._conditions):
+            raise InvalidExpressionError("then() follows a when(). Hint: "
+                                         "when(c1).then(v1).when(c2).then(v2).otherwise(v).")
+        return Then(self._conditions, (*self._values, _value(value, "then()")))
+
+    def __repr__(self) -> str:
+        return f"<when({', '.join(to_source(c) for c in self._conditions)}) awaiting .then()>"
+
+
+def _value(value: Any, what: str) -> n.Node:
+    if isinstance(value, str):
+        return n.Field(check_name(value))
+    return _node(value, what)
+
+
+class Then(Expr):
+    """``when(c).then(v)``: an expression (null where no condition holds) that also takes
+    ``.when()`` and ``.otherwise()``.
+
+    >>> when(fld["a"] > 0).then(lit(1)).otherwise(lit(0)).to_mongo_expr()["$switch"]["default"]
+    0
+    """
+
+    __slots__ = ("_conditions", "_values")
+    _conditions: tuple[n.Node, ...]
+    _values: tuple[n.Node, ...]
+
+    def __init__(self, conditions: tuple[n.Node, ...], values: tuple[n.Node, ...]) -> None:
+        object.__setattr__(self, "_conditions", conditions)
+        object.__setattr__(self, "_values", values)
+        Expr.__init__(self, validate(n.When(conditions, values, n.Literal(None))))
+
+    def when(self, condition: Expr) -> When:
+        """Another condition, tried when the ones before do not hold.
+
+        >>> when(fld["a"] > 1).then(lit(2)).when(fld["a"] > 0).then(lit(1)).otherwise(lit(0))
+        when(fld['a'] > 1).then(2).when(fld['a'] > 0).then(1).otherwise(0)
+        """
+        return When((*self._conditions, _condition(condition)), self._values)
+
+    def otherwise(self, value: Any) -> Expr:
+        """The value where no condition holds.
+
+        >>> when(fld["a"] > 0).then(lit(1)).otherwise(lit(0)).output_name
+        'literal'
+        """
+        return Expr(validate(n.When(self._conditions, self._values, _value(value, "otherwise()"))))
+
+
+def _condition(condition: Any) -> n.Node:
+    if isinstance(condition, str):
+        return n.Field(check_name(condition))
+    if not isinstance(condition, Expr):
+        raise InvalidExpressionError(f"when() takes a condition expression, got {condition!r}. "
+                                     "Hint: when(fld['age'] >= 18).")
+    return condition.node
+
+
+def when(*conditions: Expr) -> When:
+    """Start a conditional: ``lm.when(cond).then(a).otherwise(b)`` (several conditions
+    are combined with ``&``, as in Polars).
+
+    >>> when(fld["a"] > 0, fld["b"] > 0).then(lit(1))
+    when((fld['a'] > 0) & (fld['b'] > 0)).then(1)
+    """
+    if not conditions:
+        raise InvalidExpressionError("when() needs a condition, e.g. when(fld['age'] >= 18).")
+    nodes = [_condition(c) for c in conditions]
+    node = nodes[0] if builtins.len(nodes) == 1 else n.And(tuple(nodes))
+    return When((validate(node),), ())
 
 
 class _FieldFactory:

@@ -205,9 +205,64 @@ def kind_of(node: n.Node) -> Kind:
         return Kind.INT
     if isinstance(node, n.Truncate):
         return Kind.DATE if kind_of(node.arg) is Kind.DATE else Kind.DATETIME
-    if isinstance(node, n.StringCase):
+    if isinstance(node, (n.StringCase, n.Slice, n.Replace, n.Strftime)):
         return Kind.STR
+    if isinstance(node, (n.LenChars, n.Len)):
+        return Kind.INT
+    if isinstance(node, n.ToDate):
+        return Kind.DATE
+    if isinstance(node, n.Cast):
+        return CAST_KINDS[node.dtype]
+    if isinstance(node, n.FillNull):
+        return _common_of((node.arg, node.value))
+    if isinstance(node, n.When):
+        return _common_of((*node.values, node.otherwise))
+    if isinstance(node, n.Rank):
+        return Kind.FLOAT if node.method == "average" else Kind.INT
+    if isinstance(node, n.RollingMean):
+        return Kind.FLOAT
+    if isinstance(node, n.CumSum):
+        kind = kind_of(node.arg)
+        return Kind.INT if kind is Kind.BOOL else kind
+    if isinstance(node, (n.Shift, n.Over)):
+        return kind_of(node.arg)
     if isinstance(node, (n.Mean, n.Std, n.Var, n.Median, n.Quantile)):
+        return Kind.FLOAT
+    return Kind.ANY
+
+
+CAST_KINDS: dict[str, Kind] = {
+    "Int64": Kind.INT, "Float64": Kind.FLOAT, "String": Kind.STR, "Boolean": Kind.BOOL,
+    "Datetime": Kind.DATETIME, "Date": Kind.DATE,
+}
+"""The kind of a cast's result, by target dtype name."""
+
+CAST_SOURCES: dict[str, frozenset[Kind]] = {
+    "Int64": frozenset({Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.STR}),
+    "Float64": frozenset({Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.STR}),
+    "String": frozenset({Kind.INT, Kind.STR, Kind.BOOL}),
+    "Boolean": frozenset({Kind.INT, Kind.FLOAT, Kind.BOOL}),
+    "Datetime": frozenset({Kind.INT, Kind.DATETIME, Kind.DATE}),
+    "Date": frozenset({Kind.DATETIME, Kind.DATE}),
+}
+"""What each cast converts from with one meaning in both engines (a float's text is
+``1`` in MongoDB and ``1.0`` in Polars, so floats are not cast to String)."""
+
+
+def _common_of(nodes: tuple[n.Node, ...]) -> Kind:
+    """The kind of a value that is one of ``nodes``' values: unknown (ANY) when one of
+    them is of unknown kind (an unbound field), null literals aside."""
+    kinds = tuple(kind_of(x) for x in nodes
+                  if not (isinstance(x, n.Literal) and x.value is None))
+    return Kind.ANY if Kind.ANY in kinds else _common(kinds)
+
+
+def _common(kinds: tuple[Kind, ...]) -> Kind:
+    """The kind of a value that is one of ``kinds`` (null literals aside)."""
+    known = {k for k in kinds if k is not Kind.ANY}
+    if len(known) == 1:
+        return known.pop()
+    if known == {Kind.INT, Kind.FLOAT}:
         return Kind.FLOAT
     return Kind.ANY
 
@@ -322,8 +377,46 @@ def validate(node: n.Node, model: str | None = None) -> n.Node:
                         f".list.contains() got {_describe(node.item)}.", model)
     elif isinstance(node, n.ListLen):
         _check_operand(node.arg, frozenset({Kind.LIST}), ".list.len()", model)
-    elif isinstance(node, (n.StringMatch, n.Regex, n.StringCase)):
+    elif isinstance(node, (n.StringMatch, n.Regex, n.StringCase, n.LenChars, n.Slice,
+                           n.Replace)):
         _check_operand(node.arg, frozenset({Kind.STR, Kind.ENUM}), "a string operation", model)
+    elif isinstance(node, (n.ToDate, n.Strftime)):
+        _check_operand(node.arg, frozenset({Kind.DATETIME}), "a .dt operation", model)
+    elif isinstance(node, n.Cast):
+        sources = CAST_SOURCES[node.dtype]
+        if kind_of(node.arg) not in sources | {Kind.ANY}:
+            hint = (" Hint: use .dt.strftime(format)." if node.dtype == "String"
+                    and kind_of(node.arg) in _TEMPORAL else
+                    " Hint: round() it and cast to Int64 first." if node.dtype == "String"
+                    else "")
+            raise _fail(f"cast({node.dtype}) converts "
+                        f"{' or '.join(sorted(k.value for k in sources))} values with one "
+                        f"meaning in MongoDB and Polars, got {_describe(node.arg)}.{hint}",
+                        model)
+    elif isinstance(node, n.FillNull):
+        if not _compatible(kind_of(node.arg), kind_of(node.value)):
+            raise _fail(f"fill_null(): {_describe(node.value)} does not fit "
+                        f"{_describe(node.arg)}.", model)
+    elif isinstance(node, n.When):
+        for condition in node.conditions:
+            _check_predicate(condition, model)
+        kinds = [kind_of(v) for v in (*node.values, node.otherwise)
+                 if not (isinstance(v, n.Literal) and v.value is None)]
+        if kinds and _common(tuple(kinds)) is Kind.ANY and Kind.ANY not in kinds:
+            raise _fail(f"when/then/otherwise values must have one type, got "
+                        f"{', '.join(sorted({k.value for k in kinds}))}.", model)
+    elif isinstance(node, (n.CumSum, n.RollingMean)):
+        _check_operand(node.arg, _NUMERIC | {Kind.BOOL}, "a cumulative / rolling window",
+                       model)
+    elif isinstance(node, n.Over):
+        if not isinstance(node.arg, n.WINDOWABLE):
+            raise _fail(f"{_describe(node.arg)}.over(): over() takes a window function "
+                        "(rank, cum_sum, rolling_mean, shift) or an aggregation (sum, mean, "
+                        "min, max, first, last, count, std).", model)
+        for child in (*node.partition_by, *node.order_by):
+            if _contains_window(child):
+                raise _fail("over(): partition and order keys cannot hold aggregations "
+                            "or windows.", model)
     elif isinstance(node, (n.DatePart, n.Truncate)):
         _check_operand(node.arg, _TEMPORAL, "a .dt operation", model)
         if kind_of(node.arg) is Kind.DATE and (
@@ -334,9 +427,16 @@ def validate(node: n.Node, model: str | None = None) -> n.Node:
         if node.time_zone is not None and kind_of(node.arg) is Kind.DATE:
             raise _fail(f"{_describe(node.arg)} is a date: it has no time zone. Hint: drop "
                         f"time_zone={node.time_zone!r}.", model)
-    elif isinstance(node, n.Mod):
+    elif isinstance(node, n.Pow):
         for side in (node.left, node.right):
-            _check_operand(side, frozenset({Kind.INT}), "% (integer remainder)", model)
+            _check_operand(side, _NUMERIC, "arithmetic", model)
+        exponent = node.right
+        if kind_of(node.left) is Kind.INT and kind_of(exponent) is Kind.INT and not (
+            isinstance(exponent, n.Literal) and exponent.value >= 0
+        ):
+            raise _fail(f"{_describe(node)}: an integer raised to an integer power needs a "
+                        "non-negative literal exponent (a negative one is a float). Hint: "
+                        "cast the base to Float64 first, as Polars asks.", model)
     elif isinstance(node, n.Arithmetic):
         for side in (node.left, node.right):
             _check_operand(side, _NUMERIC, "arithmetic", model)
@@ -349,14 +449,26 @@ def validate(node: n.Node, model: str | None = None) -> n.Node:
         _check_predicate(node.arg, model)
     elif isinstance(node, n.Aggregation):
         _check_aggregation(node, model)
-    if isinstance(node, (n.Arithmetic, n.Neg, n.Abs, n.Round, n.DatePart, n.Truncate,
-                         n.StringMatch, n.Regex, n.StringCase, n.ListLen, n.IsNull,
-                         n.IsNotNull, n.IsIn, n.NotIn, n.Between, n.Not, n.ListContains)):
+    if not isinstance(node, (n.Alias, n.Aggregation, n.Over, *n.WINDOW_FUNCTIONS)):
         for child in _children(node):
-            if isinstance(child, n.Aggregation):
+            if isinstance(child, (n.Aggregation, n.Len)):
                 raise _fail("an aggregation can only be the outermost expression "
                             "(optionally .alias()-ed).", model)
+            if isinstance(child, (n.Over, *n.WINDOW_FUNCTIONS)):
+                raise _fail(f"{_describe(child)} is a window: it can only be the outermost "
+                            "expression of a column (optionally .alias()-ed). Hint: compute "
+                            "it in one with_columns(), combine it in the next.", model)
+    if isinstance(node, (n.Aggregation, *n.WINDOW_FUNCTIONS)):
+        arg = node.arg  # type: ignore[attr-defined]
+        if isinstance(arg, (n.Over, *n.WINDOW_FUNCTIONS)):
+            raise _fail(f"{_describe(node)}: windows cannot be nested.", model)
     return node
+
+
+def _contains_window(node: n.Node) -> bool:
+    if isinstance(node, (n.Aggregation, n.Len, n.Over, *n.WINDOW_FUNCTIONS)):
+        return True
+    return any(_contains_window(c) for c in _children(node))
 
 
 def _check_aggregation(node: n.Aggregation, model: str | None) -> None:

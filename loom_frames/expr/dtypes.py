@@ -49,9 +49,15 @@ _FIXED: dict[type[n.Node], pa.DataType] = {
     n.Year: pa.int32(), n.Month: pa.int8(), n.Day: pa.int8(), n.Hour: pa.int8(),
     n.Weekday: pa.int8(), n.Mean: pa.float64(), n.Std: pa.float64(), n.Var: pa.float64(),
     n.Median: pa.float64(), n.Quantile: pa.float64(), n.Lower: pa.string(),
-    n.Upper: pa.string(),
+    n.Upper: pa.string(), n.LenChars: pa.uint32(), n.Len: pa.uint32(), n.Slice: pa.string(),
+    n.Replace: pa.string(), n.Strftime: pa.string(), n.ToDate: pa.date32(),
+    n.RollingMean: pa.float64(),
 }
-_KEEPS_TYPE = (n.Min, n.Max, n.First, n.Last, n.Alias)
+_CASTS: dict[str, pa.DataType] = {
+    "Int64": pa.int64(), "Float64": pa.float64(), "String": pa.string(), "Boolean": pa.bool_(),
+    "Datetime": _MS_UTC, "Date": pa.date32(),
+}
+_KEEPS_TYPE = (n.Min, n.Max, n.First, n.Last, n.Alias, n.Shift, n.Over)
 
 
 def arrow_type(node: n.Node) -> pa.DataType | None:
@@ -70,7 +76,13 @@ def arrow_type(node: n.Node) -> pa.DataType | None:
         return pa.bool_()
     if isinstance(node, _KEEPS_TYPE):
         return arrow_type(node.arg)
-    if isinstance(node, n.Sum):
+    if isinstance(node, n.Cast):
+        return _CASTS[node.dtype]
+    if isinstance(node, n.Rank):
+        return pa.float64() if node.method == "average" else pa.uint32()
+    if isinstance(node, (n.When, n.FillNull)):
+        return _widened(_KIND_TYPES.get(kind_of(node)))
+    if isinstance(node, (n.Sum, n.CumSum)):
         arg = arrow_type(node.arg)
         if arg is not None and pa.types.is_boolean(arg):
             return pa.uint32()  # Polars counts booleans as uint32

@@ -24,7 +24,8 @@ to Float64 included), ``dt.year()/month()/day()/hour()/weekday()`` (after a
 ``((x % m) + m) % m`` of MongoDB's truncated remainder), ``str.to_lowercase()`` /
 ``to_uppercase()``, ``fill_null(v)`` (``x.fill_null(v) > w`` is ``x > w``, or ``x`` null
 when ``v > w``), ``is_in``, ``is_between``, ``is_null``, ``str.starts_with`` /
-``ends_with`` / ``contains`` (a pattern without regex syntax is literal text), ``&``,
+``ends_with`` / ``contains`` (a pattern without regex syntax is literal text),
+``list.contains``, struct fields (``pl.col("address").struct.field("city")``), ``&``,
 ``|``, ``~``.
 """
 
@@ -217,6 +218,12 @@ class _Translator:
             return self.boolean(function["Boolean"], inputs, positive)
         if isinstance(function, dict) and "StringExpr" in function:
             return self.string(function["StringExpr"], inputs, positive)
+        list_fn = function.get("ListExpr") if isinstance(function, dict) else None
+        if isinstance(list_fn, dict) and "Contains" in list_fn and len(inputs) == 2:
+            item = self.literal(inputs[1])  # a null list: null in Polars, false in MongoDB
+            if item is None or _is_nan(item) or isinstance(item, (list, dict)):
+                raise _Untranslatable
+            return self.column(inputs[0]).list.contains(item)
         raise _Untranslatable
 
     def boolean(self, name: Any, inputs: list[Any], positive: bool) -> Expr:
@@ -347,7 +354,7 @@ class _Translator:
     def datetime(self, node: Any) -> tuple[Expr, str | None]:
         """A datetime column, and the zone Polars takes its parts in."""
         if _is_column(node):
-            return self.column(node), self.zones.get(node["Column"])
+            return self.column(node), self.zones.get(_path(node))
         function = node.get("Function") if isinstance(node, dict) else None
         if not isinstance(function, dict):
             raise _Untranslatable
@@ -360,12 +367,10 @@ class _Translator:
 
     # ------------------------------------------------------------------ leaves
     def column(self, node: Any) -> Expr:
-        if not _is_column(node):
-            raise _Untranslatable
-        return fld[node["Column"]]
+        return fld[_path(node)]
 
     def kind(self, node: Any) -> Kind:
-        return self.resolver.resolve(node["Column"]).kind
+        return self.resolver.resolve(_path(node)).kind
 
     def literal(self, node: Any) -> Any:
         if not _is_literal(node):
@@ -407,7 +412,26 @@ def _evaluate(node: Any) -> Any:
 
 
 def _is_column(node: Any) -> bool:
-    return isinstance(node, dict) and isinstance(node.get("Column"), str)
+    """A column, or a field of a struct column (``pl.col("a").struct.field("b")``)."""
+    try:
+        _path(node)
+    except _Untranslatable:
+        return False
+    return True
+
+
+def _path(node: Any) -> str:
+    """The dotted path of a column or of struct fields of it, e.g. ``address.city``."""
+    if isinstance(node, dict) and isinstance(node.get("Column"), str):
+        return str(node["Column"])
+    function = node.get("Function") if isinstance(node, dict) else None
+    if isinstance(function, dict):
+        struct = function.get("function", {})
+        name = struct.get("StructExpr", {}).get("FieldByName") if isinstance(struct, dict) \
+            and isinstance(struct.get("StructExpr"), dict) else None
+        if isinstance(name, str) and len(function.get("input", [])) == 1:
+            return f"{_path(function['input'][0])}.{name}"
+    raise _Untranslatable
 
 
 def _is_literal(node: Any) -> bool:

@@ -42,6 +42,11 @@ _OPS: dict[type[n.Node], str] = {
 }
 _ARITH: dict[type[n.Node], str] = {
     n.Add: "$add", n.Sub: "$subtract", n.Mul: "$multiply", n.Div: "$divide", n.Mod: "$mod",
+    n.FloorDiv: "$divide", n.Pow: "$pow",
+}
+_CONVERT: dict[str, str] = {
+    "Int64": "long", "Float64": "double", "String": "string", "Boolean": "bool",
+    "Datetime": "date", "Date": "date",
 }
 _DATE_PARTS: dict[type[n.Node], str] = {
     n.Year: "$year", n.Month: "$month", n.Day: "$dayOfMonth", n.Hour: "$hour",
@@ -340,7 +345,11 @@ def compile_expression(node: n.Node) -> Any:
     {'$cond': [{'$eq': ['$b', 0]}, None, {'$divide': ['$a', '$b']}]}
     """
     inner = _strip(node)
-    if isinstance(inner, n.Aggregation):
+    if isinstance(inner, (n.Over, *n.WINDOW_FUNCTIONS)):
+        raise InvalidExpressionError(
+            f"{to_source(node)} is a window: it runs as a $setWindowFields stage of a query "
+            "(Model.filter().with_columns(...)), not as one expression.")
+    if isinstance(inner, (n.Aggregation, n.Len)):
         acc = compile_accumulator(node)
         if acc.post is not None:
             raise InvalidExpressionError(
@@ -536,12 +545,37 @@ def _(node: n.Not) -> Any:
 def _(node: n.Arithmetic) -> Any:
     op = _ARITH[type(node)]
     left, right = _agg(node.left), _agg(node.right)
-    if isinstance(node, (n.Div, n.Mod)):  # MongoDB raises on a zero divisor: null instead
+    if isinstance(node, n.Pow):
+        return _pow(node, left, right)
+    if isinstance(node, (n.Div, n.Mod, n.FloorDiv)):  # MongoDB raises on a zero divisor
+        out: Any = {op: [left, right]}
+        if isinstance(node, n.Mod) and kind_of(node.left) is Kind.FLOAT:
+            # fmod(+-inf, m) is NaN (IEEE, and mongod). SecantusDB returns 0 or raises, and
+            # evaluates both branches of a $cond: $mod never sees the infinity.
+            infinite = {"$in": [left, [float("inf"), float("-inf")]]}
+            out = {"$cond": [infinite, NAN,
+                             {op: [{"$cond": [infinite, 0.0, left]}, right]}]}
+        if isinstance(node, n.FloorDiv):
+            out = {"$floor": out}
+            if kind_of(node) is Kind.INT:
+                out = {"$toLong": out}
         divisor = _strip(node.right)
         if isinstance(divisor, n.Literal):
-            return None if divisor.value == 0 else {op: [left, right]}
-        return {"$cond": [{"$eq": [right, 0]}, None, {op: [left, right]}]}
+            return None if divisor.value == 0 else out
+        return {"$cond": [{"$eq": [right, 0]}, None, out]}
     return {op: [left, right]}
+
+
+def _pow(node: n.Pow, base: Any, exponent: Any) -> Any:
+    """``$pow``, null for ``0 ** negative`` (MongoDB raises there; Polars gives inf)."""
+    out = {"$pow": [base, exponent]}
+    power = _strip(node.right)
+    if isinstance(power, n.Literal) and not (isinstance(power.value, (int, float))
+                                             and power.value < 0):
+        return out
+    negative = {"$lt": [exponent, 0]} if not isinstance(power, n.Literal) else True
+    zero = {"$eq": [base, 0]}
+    return {"$cond": [{"$and": [zero, negative]} if negative is not True else zero, None, out]}
 
 
 @_agg.register
@@ -576,6 +610,70 @@ def _(node: n.StringCase) -> Any:
 def _(node: n.ListLen) -> Any:
     x = _agg(node.arg)  # $size raises on a non-array
     return {"$cond": [{"$isArray": x}, {"$size": x}, None]}
+
+
+def _null_guard(x: Any, out: Any) -> Any:
+    """``out``, or null where ``x`` is null or missing."""
+    return {"$cond": [{"$lte": [x, None]}, None, out]}
+
+
+@_agg.register
+def _(node: n.LenChars) -> Any:
+    x = _agg(node.arg)  # $strLenCP raises on null
+    return _null_guard(x, {"$strLenCP": x})
+
+
+@_agg.register
+def _(node: n.Slice) -> Any:
+    x = _agg(node.arg)
+    length = {"$strLenCP": "$$s"}
+    start: Any = node.offset if node.offset >= 0 else {"$add": [length, node.offset]}
+    end: Any = length if node.length is None else {"$add": ["$$start", node.length]}
+    count = {"$max": [0, {"$subtract": [{"$min": [end, length]}, {"$max": ["$$start", 0]}]}]}
+    spec = {"$substrCP": ["$$s", {"$max": ["$$start", 0]}, count]}
+    inner = {"$let": {"vars": {"start": start}, "in": spec}}
+    return _null_guard(x, {"$let": {"vars": {"s": x}, "in": inner}})
+
+
+@_agg.register
+def _(node: n.Replace) -> Any:
+    op = "$replaceAll" if node.all else "$replaceOne"
+    return {op: {"input": _agg(node.arg), "find": _lit(node.text),
+                 "replacement": _lit(node.value)}}
+
+
+@_agg.register
+def _(node: n.ToDate) -> Any:
+    return {"$dateTrunc": {"date": _agg(node.arg), "unit": "day"}}
+
+
+@_agg.register
+def _(node: n.Strftime) -> Any:
+    return {"$dateToString": {"date": _agg(node.arg), "format": node.format}}
+
+
+@_agg.register
+def _(node: n.Cast) -> Any:
+    x = _agg(node.arg)
+    if node.dtype == "Date" and kind_of(node.arg) is Kind.DATE:
+        return x
+    out = {"$convert": {"input": x, "to": _CONVERT[node.dtype], "onError": None,
+                        "onNull": None}}
+    if node.dtype == "Date":
+        return {"$dateTrunc": {"date": out, "unit": "day"}}
+    return out
+
+
+@_agg.register
+def _(node: n.FillNull) -> Any:
+    return {"$ifNull": [_agg(node.arg), _agg(node.value)]}
+
+
+@_agg.register
+def _(node: n.When) -> Any:
+    branches = [{"case": _condition(c), "then": _agg(v)}
+                for c, v in zip(node.conditions, node.values, strict=True)]
+    return {"$switch": {"branches": branches, "default": _agg(node.otherwise)}}
 
 
 def _floor_mod(x: Any, m: int) -> Any:
@@ -655,6 +753,8 @@ def compile_accumulator(node: n.Node) -> MongoAccumulator:
     """
     name = n.output_name(node)
     agg = _strip(node)
+    if isinstance(agg, n.Len):
+        return MongoAccumulator(name, {"$sum": 1})
     if not isinstance(agg, n.Aggregation):
         raise InvalidExpressionError(f"{to_source(node)} is not an aggregation. Hint: e.g. "
                                      f"{to_source(node)}.mean().")

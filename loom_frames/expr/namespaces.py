@@ -7,16 +7,17 @@ fld['name'].str.to_lower() == 'bob'
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidExpressionError
 from . import nodes as n
-from .literals import check_time_zone, freeze
+from .literals import check_name, check_time_zone, freeze, text_argument
 
 if TYPE_CHECKING:
     from .api import Expr
 
-__all__ = ["DtNamespace", "ListNamespace", "StrNamespace"]
+__all__ = ["DtNamespace", "ListNamespace", "StrNamespace", "StructNamespace", "cast_target"]
 
 
 class StrNamespace:
@@ -68,14 +69,99 @@ class StrNamespace:
         """
         return self._expr.ends_with(text)
 
-    def contains(self, text: str) -> Expr:
-        """Same as :meth:`Expr.contains` (literal text).
+    def to_lowercase(self) -> Expr:
+        """Polars' name for :meth:`to_lower` (ASCII letters, as MongoDB's ``$toLower``).
 
         >>> from loom_frames.expr import fld
-        >>> fld["name"].str.contains("o")
-        fld['name'].contains('o')
+        >>> fld["name"].str.to_lowercase()
+        fld['name'].str.to_lower()
         """
-        return self._expr.contains(text)
+        return self.to_lower()
+
+    def to_uppercase(self) -> Expr:
+        """Polars' name for :meth:`to_upper` (ASCII letters).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["code"].str.to_uppercase()
+        fld['code'].str.to_upper()
+        """
+        return self.to_upper()
+
+    def contains(self, pattern: str, *, literal: bool = False, strict: bool = True) -> Expr:
+        """The string matches the regular expression ``pattern`` (Polars' default), or
+        contains the text ``pattern`` with ``literal=True``.
+
+        Regular expressions run as PCRE in MongoDB and as Rust ``regex`` in Polars: write
+        them in the subset both share (see the README's regex dialect notes).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["customer"].str.contains("^c00").to_mongo()
+        {'customer': {'$regex': '^c00'}}
+        >>> fld["name"].str.contains("a+b", literal=True).to_mongo()
+        {'name': {'$regex': 'a\\\\+b'}}
+        """
+        if not isinstance(literal, bool) or not isinstance(strict, bool):
+            raise InvalidExpressionError("str.contains(literal=..., strict=...) take bools.")
+        if literal:
+            return self._expr.contains(pattern)
+        return self._expr.regex(pattern)
+
+    def len_chars(self) -> Expr:
+        """Number of characters (Unicode code points; ``uint32``).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["name"].str.len_chars().to_mongo_expr()
+        {'$cond': [{'$lte': ['$name', None]}, None, {'$strLenCP': '$name'}]}
+        """
+        return self._expr._new(n.LenChars(self._expr.node))
+
+    def slice(self, offset: int, length: int | None = None) -> Expr:
+        """``length`` characters from ``offset`` (a negative offset counts from the end;
+        ``length=None``: to the end), as Polars slices.
+
+        >>> from loom_frames.expr import fld
+        >>> fld["sku"].str.slice(0, 3)
+        fld['sku'].str.slice(0, 3)
+        """
+        if type(offset) is not int or not (length is None or type(length) is int and length >= 0):
+            raise InvalidExpressionError(f"str.slice() takes an int offset and a length >= 0 "
+                                         f"(or None), got {offset!r}, {length!r}.")
+        return self._expr._new(n.Slice(self._expr.node, offset, length))
+
+    def _replace(self, pattern: str, value: str, literal: bool, every: bool, what: str) -> Expr:
+        text = text_argument(pattern, what)
+        new = text_argument(value, what)
+        if not text:
+            raise InvalidExpressionError(f"{what}(): the text to replace is empty.")
+        if not literal and (set(text) & _REGEX_SYNTAX or "$" in new):
+            raise InvalidExpressionError(
+                f"{what}({pattern!r}, {value!r}): MongoDB replaces literal text only (it has "
+                "no regular-expression replace). Hint: pass literal=True.")
+        return self._expr._new(n.Replace(self._expr.node, text, new, every))
+
+    def replace(self, pattern: str, value: str, *, literal: bool = False, n: int = 1) -> Expr:
+        """Replace the first occurrence of ``pattern`` (``n=-1``: every occurrence).
+
+        MongoDB replaces literal text only (``$replaceOne``): a pattern with regex syntax
+        needs ``literal=True``; one without it means the same either way.
+
+        >>> from loom_frames.expr import fld
+        >>> fld["s"].str.replace("-", "/").to_mongo_expr()
+        {'$replaceOne': {'input': '$s', 'find': '-', 'replacement': '/'}}
+        """
+        if n not in (1, -1):
+            raise InvalidExpressionError(f"str.replace(n=...) is 1 (first) or -1 (all), got "
+                                         f"{n!r}: MongoDB has no n-th occurrence replace.")
+        return self._replace(pattern, value, literal, n == -1, "str.replace")
+
+    def replace_all(self, pattern: str, value: str, *, literal: bool = False) -> Expr:
+        """Replace every occurrence of ``pattern`` (literal text, see :meth:`replace`).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["s"].str.replace_all(" ", "_").to_mongo_expr()
+        {'$replaceAll': {'input': '$s', 'find': ' ', 'replacement': '_'}}
+        """
+        return self._replace(pattern, value, literal, True, "str.replace_all")
 
     def regex(self, pattern: str, flags: str | int = "") -> Expr:
         """Same as :meth:`Expr.regex`.
@@ -85,6 +171,32 @@ class StrNamespace:
         fld['name'].regex('^a', 'i')
         """
         return self._expr.regex(pattern, flags)
+
+
+_REGEX_SYNTAX = frozenset("\\.+*?()|[]{}^$")
+
+
+class StructNamespace:
+    """``expr.struct``: fields of a nested document.
+
+    >>> from loom_frames.expr import fld
+    >>> fld["address"].struct.field("city") == "Oslo"
+    fld['address.city'] == 'Oslo'
+    """
+
+    __slots__ = ("_expr",)
+
+    def __init__(self, expr: Expr) -> None:
+        self._expr = expr
+
+    def field(self, name: str) -> Expr:
+        """The sub-field ``name`` (MongoDB's dotted path).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["address"].struct.field("city").to_mongo_expr()
+        '$address.city'
+        """
+        return self._expr[check_name(name)]
 
 
 class ListNamespace:
@@ -217,6 +329,60 @@ class DtNamespace:
                 f"Hint: bins of {every!r} are the same in every zone whose UTC offset is a "
                 f"multiple of {every!r}: drop time_zone, or use '1{unit}'.")
         return self._expr._new(n.Truncate(self._expr.node, f"{count}{unit}", zone))
+
+
+    def date(self) -> Expr:
+        """The calendar date (UTC), a ``Date``.
+
+        >>> from loom_frames.expr import fld
+        >>> fld["ts"].dt.date().to_mongo_expr()
+        {'$dateTrunc': {'date': '$ts', 'unit': 'day'}}
+        """
+        return self._expr._new(n.ToDate(self._expr.node))
+
+    def strftime(self, format: str) -> Expr:  # noqa: A002 - Polars' name
+        """Format as text (UTC) with the specifiers both engines share: ``%Y %m %d %H %M
+        %S %j %u %V %G %U %%`` (MongoDB's ``$dateToString``).
+
+        >>> from loom_frames.expr import fld
+        >>> fld["ts"].dt.strftime("%Y-%m-%d").to_mongo_expr()
+        {'$dateToString': {'date': '$ts', 'format': '%Y-%m-%d'}}
+        """
+        text = text_argument(format, "dt.strftime")
+        bad = sorted(set(_SPECIFIER.findall(text)) - set(STRFTIME_SPECIFIERS))
+        if bad or text.replace("%%", "").endswith("%"):
+            raise InvalidExpressionError(
+                f"dt.strftime({format!r}): {', '.join(bad) or 'a lone %'} has no one meaning "
+                f"in MongoDB and Polars. Hint: use {' '.join(STRFTIME_SPECIFIERS)}.")
+        return self._expr._new(n.Strftime(self._expr.node, text))
+
+
+STRFTIME_SPECIFIERS = ("%Y", "%m", "%d", "%H", "%M", "%S", "%j", "%u", "%V", "%G", "%U", "%%")
+_SPECIFIER = re.compile(r"%.")
+
+_CAST_NAMES = {"Utf8": "String", "Int64": "Int64", "Float64": "Float64", "String": "String",
+               "Boolean": "Boolean", "Datetime": "Datetime", "Date": "Date"}
+
+
+def cast_target(dtype: object) -> str:
+    """The name of a cast target: a Polars dtype (class or instance) or its name.
+
+    >>> cast_target("Float64")
+    'Float64'
+    """
+    name = dtype if isinstance(dtype, str) else (
+        dtype.__name__ if isinstance(dtype, type) else type(dtype).__name__)
+    target = _CAST_NAMES.get(name)
+    if target == "Datetime" and not isinstance(dtype, (str, type)):
+        unit, zone = getattr(dtype, "time_unit", "ms"), getattr(dtype, "time_zone", "UTC")
+        if unit != "ms" or zone not in (None, "UTC"):
+            raise InvalidExpressionError(
+                f"cast({dtype!r}): MongoDB stores UTC milliseconds. Hint: cast to "
+                "pl.Datetime('ms', 'UTC') and convert after loading.")
+    if target is None:
+        raise InvalidExpressionError(f"cast() converts to {', '.join(n.CAST_TARGETS)}, got "
+                                     f"{dtype!r}.")
+    return target
 
 
 _PART_NAMES: dict[type[n.DatePart], str] = {

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from .bind import FieldRef
 
 __all__ = [
+    "CAST_TARGETS",
     "PREDICATES",
     "SUB_DAY_UNITS",
+    "WINDOWABLE",
+    "WINDOW_FUNCTIONS",
     "Abs",
     "Add",
     "Aggregation",
@@ -33,9 +36,11 @@ __all__ = [
     "And",
     "Arithmetic",
     "Between",
+    "Cast",
     "Comparison",
     "Contains",
     "Count",
+    "CumSum",
     "DatePart",
     "Day",
     "Div",
@@ -44,7 +49,9 @@ __all__ = [
     "Eq",
     "Exists",
     "Field",
+    "FillNull",
     "First",
+    "FloorDiv",
     "Ge",
     "Gt",
     "Hour",
@@ -53,6 +60,8 @@ __all__ = [
     "IsNull",
     "Last",
     "Le",
+    "Len",
+    "LenChars",
     "ListContains",
     "ListLen",
     "Literal",
@@ -72,19 +81,29 @@ __all__ = [
     "Not",
     "NotIn",
     "Or",
+    "Over",
+    "Pow",
     "Quantile",
+    "Rank",
     "Regex",
+    "Replace",
+    "RollingMean",
     "Round",
+    "Shift",
+    "Slice",
     "StartsWith",
     "Std",
+    "Strftime",
     "StringCase",
     "StringMatch",
     "Sub",
     "Sum",
+    "ToDate",
     "Truncate",
     "Upper",
     "Var",
     "Weekday",
+    "When",
     "Year",
     "is_nan",
     "output_name",
@@ -161,6 +180,10 @@ def output_name(node: Node) -> str:
         return node.name
     if isinstance(node, Field):
         return node.ref.columns[-1] if node.ref is not None else node.name.split(".")[-1]
+    if isinstance(node, Len):
+        return "len"
+    if isinstance(node, When):  # Polars names it after the first value
+        return output_name(node.values[0])
     for name in node.__dataclass_fields__:  # type: ignore[attr-defined]
         child = getattr(node, name)
         for item in child if isinstance(child, tuple) else (child,):
@@ -311,6 +334,33 @@ class Upper(StringCase):
     """``arg.str.to_upper()``."""
 
 
+@dataclass(frozen=True, slots=True)
+class LenChars(Node):
+    """``arg.str.len_chars()``: the number of characters (Unicode code points)."""
+
+    arg: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Slice(Node):
+    """``arg.str.slice(offset, length)`` in characters; a negative offset counts from the end."""
+
+    arg: Node
+    offset: int
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replace(Node):
+    """``arg.str.replace(text, value, literal=True)``: the first (or every) occurrence of
+    the literal ``text``."""
+
+    arg: Node
+    text: str
+    value: str
+    all: bool = False
+
+
 # ---------------------------------------------------------------------------- lists
 @dataclass(frozen=True, slots=True)
 class ListContains(Node):
@@ -384,6 +434,16 @@ class Mod(Arithmetic):
 
 
 @dataclass(frozen=True, slots=True)
+class FloorDiv(Arithmetic):
+    """``//``: floor division (``x // 0`` is null)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pow(Arithmetic):
+    """``**`` (``0 ** negative`` is null)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Neg(Node):
     """``-arg``."""
 
@@ -447,6 +507,21 @@ class Truncate(Node):
     arg: Node
     every: str
     time_zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToDate(Node):
+    """``arg.dt.date()``: the calendar date (in UTC)."""
+
+    arg: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Strftime(Node):
+    """``arg.dt.strftime(format)`` with the specifiers both engines share."""
+
+    arg: Node
+    format: str
 
 
 SUB_DAY_UNITS = frozenset({"ms", "s", "m", "h"})
@@ -545,6 +620,89 @@ class NUnique(Aggregation):
 
 
 @dataclass(frozen=True, slots=True)
+class Len(Node):
+    """``lm.len()``: the number of rows of a group (nulls included)."""
+
+
+# -------------------------------------------------------------------------- windows
+@dataclass(frozen=True, slots=True)
+class Rank(Node):
+    """``arg.rank(method, descending=...)``: null for a null value."""
+
+    arg: Node
+    method: str = "average"
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CumSum(Node):
+    """``arg.cum_sum()`` in row order (null where the value is null)."""
+
+    arg: Node
+
+
+@dataclass(frozen=True, slots=True)
+class RollingMean(Node):
+    """``arg.rolling_mean(window_size)``: the mean of the last ``window_size`` rows, null
+    until ``window_size`` non-null values are in the window."""
+
+    arg: Node
+    window_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shift(Node):
+    """``arg.shift(n)``: the value ``n`` rows earlier (later for ``n < 0``)."""
+
+    arg: Node
+    n: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Over(Node):
+    """``arg.over(partition_by, order_by=..., descending=...)``: a window function or an
+    aggregation computed per partition, in ``order_by`` order (MongoDB
+    ``$setWindowFields``)."""
+
+    arg: Node
+    partition_by: tuple[Node, ...] = ()
+    order_by: tuple[Node, ...] = ()
+    descending: bool = False
+
+
+# ---------------------------------------------------------------------- conditionals
+@dataclass(frozen=True, slots=True)
+class When(Node):
+    """``lm.when(c1).then(v1).when(c2).then(v2).otherwise(v)``: the first value whose
+    condition holds (conditions are two-valued: a null comparison is false)."""
+
+    conditions: tuple[Node, ...]
+    values: tuple[Node, ...]
+    otherwise: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Cast(Node):
+    """``arg.cast(dtype)``: a value that cannot be converted is null (Polars'
+    ``strict=False``, MongoDB's ``$convert`` with ``onError: null``)."""
+
+    arg: Node
+    dtype: str
+
+
+CAST_TARGETS = ("Int64", "Float64", "String", "Boolean", "Datetime", "Date")
+"""The dtypes :class:`Cast` converts to (by their Polars names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillNull(Node):
+    """``arg.fill_null(value)``: ``value`` where ``arg`` is null or missing."""
+
+    arg: Node
+    value: Node
+
+
+@dataclass(frozen=True, slots=True)
 class Alias(Node):
     """``arg.alias(name)``: names the output column."""
 
@@ -557,3 +715,10 @@ PREDICATES: tuple[type[Node], ...] = (
     ListContains, And, Or, Not,
 )
 """Node classes whose value is a boolean with two values (never null)."""
+
+WINDOW_FUNCTIONS: tuple[type[Node], ...] = (Rank, CumSum, RollingMean, Shift)
+"""Nodes that only have a meaning over ordered rows (computed by ``$setWindowFields``)."""
+
+WINDOWABLE: tuple[type[Node], ...] = (*WINDOW_FUNCTIONS, Count, Sum, Mean, Min, Max, First,
+                                      Last, Std, Len)
+"""What ``.over()`` accepts: window functions and the aggregations a window computes."""

@@ -27,6 +27,7 @@ from functools import reduce, singledispatch
 from typing import Any, NamedTuple
 
 import polars as pl
+import pyarrow as pa
 from bson import Decimal128, ObjectId
 
 from ..errors import InvalidExpressionError, UnsupportedExpressionError
@@ -84,6 +85,10 @@ def compile_polars(node: n.Node) -> pl.Expr:
     [False, True, True]
     """
     inner = node.arg if isinstance(node, n.Alias) else node
+    if isinstance(inner, n.Len):
+        return pl.len().alias(n.output_name(node))
+    if isinstance(inner, (n.Over, *n.WINDOW_FUNCTIONS)):
+        return _window(inner).alias(n.output_name(node))
     if isinstance(inner, n.Aggregation):
         return _aggregate(inner).alias(n.output_name(node))
     if isinstance(inner, n.PREDICATES):
@@ -356,7 +361,12 @@ def _(node: n.Field) -> pl.Expr:
 
 @_val.register
 def _(node: n.Literal) -> pl.Expr:
-    return _literal(node.value)
+    value = node.value
+    if type(value) is int:  # MongoDB's integers are 64-bit (pl.lit(1) would be Int32)
+        return pl.lit(value, dtype=pl.Int64)
+    if value is None:
+        return pl.lit(None)
+    return _literal(value)
 
 
 @_val.register
@@ -382,8 +392,29 @@ def _(node: n.Arithmetic) -> pl.Expr:
             return left / (pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right)
         return pl.when(right != 0).then(left / right)  # null where MongoDB would raise
     if isinstance(node, n.Mod):  # Polars floors; MongoDB truncates (sign of the dividend)
+        if kind_of(node) is Kind.FLOAT:  # fmod, exactly: floored and truncated agree on |x|
+            rem = left.abs() % right.abs()
+            rem = pl.when(right.is_infinite() & left.is_finite()).then(left.abs()).otherwise(rem)
+            signed = pl.when(left < 0).then(-rem).otherwise(rem)
+            # fmod(+-inf, m) is NaN (IEEE, as MongoDB); Polars' floored % gives -inf.
+            signed = pl.when(left.is_infinite()).then(float("nan")).otherwise(signed)
+            return pl.when(right != 0).then(signed)
         rem = left % right
-        return pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
+        fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
+        return pl.when(right != 0).then(fixed)
+    if isinstance(node, n.FloorDiv):
+        if kind_of(node) is not Kind.FLOAT:
+            return pl.when(right != 0).then(left // right)
+        if isinstance(node.right, n.Literal):  # exact IEEE division, as for / above
+            right = pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right
+        return pl.when(right != 0).then((left / right).floor())
+    if isinstance(node, n.Pow):
+        if kind_of(node) is Kind.FLOAT:
+            left = left.cast(pl.Float64)
+        out = left.pow(right)
+        if isinstance(node.right, n.Literal) and node.right.value >= 0:
+            return out
+        return pl.when((left == 0) & (right < 0)).then(None).otherwise(out)
     return _ARITH[type(node)](left, right)
 
 
@@ -433,6 +464,79 @@ def _(node: n.StringCase) -> pl.Expr:
 
 
 @_val.register
+def _(node: n.LenChars) -> pl.Expr:
+    return _val(node.arg).str.len_chars()
+
+
+@_val.register
+def _(node: n.Slice) -> pl.Expr:
+    return _val(node.arg).str.slice(node.offset, node.length)
+
+
+@_val.register
+def _(node: n.Replace) -> pl.Expr:
+    x = _val(node.arg)
+    if node.all:
+        return x.str.replace_all(node.text, node.value, literal=True)
+    return x.str.replace(node.text, node.value, literal=True)
+
+
+@_val.register
+def _(node: n.ToDate) -> pl.Expr:
+    return _val(node.arg).dt.date()
+
+
+@_val.register
+def _(node: n.Strftime) -> pl.Expr:
+    return _val(node.arg).dt.strftime(node.format)
+
+
+_CASTS: dict[str, pl.DataType] = {
+    "Int64": pl.Int64(), "Float64": pl.Float64(), "String": pl.String(),
+    "Boolean": pl.Boolean(), "Datetime": pl.Datetime("ms", "UTC"), "Date": pl.Date(),
+}
+
+
+@_val.register
+def _(node: n.Cast) -> pl.Expr:
+    x = _val(node.arg)
+    if node.dtype == "String" and kind_of(node.arg) is Kind.BOOL:
+        return pl.when(x).then(pl.lit("true")).when(~x).then(pl.lit("false"))
+    return x.cast(_CASTS[node.dtype], strict=False)
+
+
+def _typed(expr: pl.Expr, node: n.Node) -> pl.Expr:
+    """``expr`` cast to the node's type (the one rule, :func:`dtypes.arrow_type`)."""
+    arrow = arrow_type(node)
+    if arrow is None:
+        return expr
+    return expr.cast(polars_dtype(arrow))
+
+
+def polars_dtype(arrow: pa.DataType) -> pl.DataType:
+    """The Polars dtype of an Arrow type.
+
+    >>> import pyarrow as pa
+    >>> polars_dtype(pa.uint32())
+    UInt32
+    """
+    return pl.from_arrow(pa.array([], type=arrow)).dtype  # type: ignore[union-attr]
+
+
+@_val.register
+def _(node: n.FillNull) -> pl.Expr:
+    return _typed(_val(node.arg).fill_null(_val(node.value)), node)
+
+
+@_val.register
+def _(node: n.When) -> pl.Expr:
+    chain: Any = pl
+    for condition, value in zip(node.conditions, node.values, strict=True):
+        chain = chain.when(_pred(condition)).then(_val(value))
+    return _typed(chain.otherwise(_val(node.otherwise)), node)
+
+
+@_val.register
 def _(node: n.ListLen) -> pl.Expr:
     return _val(node.arg).list.len()  # uint32, as Polars counts
 
@@ -456,3 +560,43 @@ def _aggregate(node: n.Aggregation) -> pl.Expr:
     if translate is None:
         raise UnsupportedExpressionError(f"no Polars aggregation for {type(node).__name__}")
     return translate(x)
+
+
+# -------------------------------------------------------------------------- windows
+def _window_function(node: n.Node) -> pl.Expr:
+    if isinstance(node, n.Len):
+        return pl.len()
+    if isinstance(node, n.Aggregation):
+        return _aggregate(node)
+    x = _val(node.arg)  # type: ignore[attr-defined]
+    if isinstance(node, n.Rank):
+        return x.rank(node.method, descending=node.descending)  # type: ignore[arg-type]
+    if isinstance(node, n.CumSum):
+        return _int64(x, arrow_type(node.arg)).cum_sum()
+    if isinstance(node, n.RollingMean):
+        return x.cast(pl.Float64).rolling_mean(node.window_size)
+    if isinstance(node, n.Shift):
+        return x.shift(node.n)
+    raise UnsupportedExpressionError(f"no Polars window for {type(node).__name__}")
+
+
+def _window(node: n.Node) -> pl.Expr:
+    """A window (``.over()``), rows in ``order_by`` order; nulls of the order keys come
+    first ascending and last descending, as MongoDB sorts them."""
+    over = node if isinstance(node, n.Over) else n.Over(node)
+    out = _window_function(over.arg)
+    if not over.partition_by and not over.order_by:
+        return out
+    keys = [_val(k) for k in over.partition_by] or [pl.lit(0)]
+    order = [_val(k) for k in over.order_by] or None
+    return out.over(keys, order_by=order, descending=over.descending,
+                    nulls_last=over.descending)
+
+
+@_val.register(n.Over)
+@_val.register(n.Rank)
+@_val.register(n.CumSum)
+@_val.register(n.RollingMean)
+@_val.register(n.Shift)
+def _(node: n.Node) -> pl.Expr:
+    return _window(node)

@@ -17,7 +17,8 @@ __all__ = ["literal_source", "to_source"]
 
 _INFIX: dict[type[n.Node], str] = {
     n.Eq: "==", n.Ne: "!=", n.Lt: "<", n.Le: "<=", n.Gt: ">", n.Ge: ">=",
-    n.Add: "+", n.Sub: "-", n.Mul: "*", n.Div: "/", n.Mod: "%",
+    n.Add: "+", n.Sub: "-", n.Mul: "*", n.Div: "/", n.Mod: "%", n.FloorDiv: "//",
+    n.Pow: "**",
 }
 _METHOD: dict[type[n.Node], str] = {
     n.IsNull: "is_null()", n.IsNotNull: "is_not_null()", n.Abs: "abs()",
@@ -25,6 +26,7 @@ _METHOD: dict[type[n.Node], str] = {
     n.Count: "count()", n.Sum: "sum()", n.Mean: "mean()",
     n.Min: "min()", n.Max: "max()", n.First: "first()", n.Last: "last()", n.Std: "std()",
     n.Var: "var()", n.Median: "median()", n.NUnique: "n_unique()",
+    n.LenChars: "str.len_chars()", n.ToDate: "dt.date()", n.CumSum: "cum_sum()",
 }
 _DATE_PART: dict[type[n.Node], str] = {
     n.Year: "year", n.Month: "month", n.Day: "day", n.Hour: "hour", n.Weekday: "weekday",
@@ -161,3 +163,87 @@ def _(node: n.Quantile) -> str:
 @to_source.register
 def _(node: n.Alias) -> str:
     return f"{_operand(node.arg)}.alias({node.name!r})"
+
+
+@to_source.register
+def _(node: n.Len) -> str:
+    return "lm.len()"
+
+
+@to_source.register
+def _(node: n.Slice) -> str:
+    length = "" if node.length is None else f", {node.length}"
+    return f"{_operand(node.arg)}.str.slice({node.offset}{length})"
+
+
+@to_source.register
+def _(node: n.Replace) -> str:
+    method = "replace_all" if node.all else "replace"
+    return f"{_operand(node.arg)}.str.{method}({node.text!r}, {node.value!r}, literal=True)"
+
+
+@to_source.register
+def _(node: n.Strftime) -> str:
+    return f"{_operand(node.arg)}.dt.strftime({node.format!r})"
+
+
+@to_source.register
+def _(node: n.Cast) -> str:
+    return f"{_operand(node.arg)}.cast({node.dtype!r})"
+
+
+@to_source.register
+def _(node: n.FillNull) -> str:
+    return f"{_operand(node.arg)}.fill_null({_value(node.value)})"
+
+
+def _value(node: n.Node) -> str:
+    """A value argument: literals as ``lm.lit(...)`` where a bare string would be a name."""
+    if isinstance(node, n.Literal) and isinstance(node.value, str):
+        return f"lm.lit({node.value!r})"
+    return to_source(node)
+
+
+@to_source.register
+def _(node: n.When) -> str:
+    parts = [f"{'when' if i == 0 else '.when'}({to_source(c)}).then({_value(v)})"
+             for i, (c, v) in enumerate(zip(node.conditions, node.values, strict=True))]
+    tail = "" if isinstance(node.otherwise, n.Literal) and node.otherwise.value is None \
+        else f".otherwise({_value(node.otherwise)})"
+    return "".join(parts) + tail
+
+
+@to_source.register
+def _(node: n.Rank) -> str:
+    args = [repr(node.method)] if node.method != "average" else []
+    args += ["descending=True"] if node.descending else []
+    return f"{_operand(node.arg)}.rank({', '.join(args)})"
+
+
+@to_source.register
+def _(node: n.RollingMean) -> str:
+    return f"{_operand(node.arg)}.rolling_mean({node.window_size})"
+
+
+@to_source.register
+def _(node: n.Shift) -> str:
+    return f"{_operand(node.arg)}.shift({'' if node.n == 1 else node.n})"
+
+
+def _keys(nodes: tuple[n.Node, ...]) -> str:
+    names = [node.name if isinstance(node, n.Field) else None for node in nodes]
+    if all(names):
+        texts = [repr(name) for name in names]
+    else:
+        texts = [to_source(node) for node in nodes]
+    return texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+
+
+@to_source.register
+def _(node: n.Over) -> str:
+    args = [_keys(node.partition_by)] if node.partition_by else []
+    if node.order_by:
+        args.append(f"order_by={_keys(node.order_by)}")
+    if node.descending:
+        args.append("descending=True")
+    return f"{_operand(node.arg)}.over({', '.join(args)})"

@@ -32,6 +32,7 @@ from pymongo import InsertOne
 from pymongo.collection import Collection
 
 from .. import codec
+from ..dask_io import is_dask_frame, write_dask
 from ..errors import FrameWriteError, did_you_mean
 from ..fields import utc_now
 from ..model import Persistable
@@ -84,8 +85,9 @@ class FailedRow:
     given; ``code`` MongoDB's error code (an int, e.g. 11000 for a duplicate key), the
     driver's exception name for a lost connection (``"AutoReconnect"``, ...), or a code
     of the library's (:data:`DOCUMENT_TOO_LARGE`, :data:`NOT_ATTEMPTED`, and the
-    upsert's ``AmbiguousKey``, ``IdConflict``); ``outcome`` is ``"rejected"`` (nothing
-    written), ``"unknown"`` (sent, reply lost: it may be stored) or ``"not_attempted"``.
+    upsert's ``IdConflict``); ``outcome`` is ``"rejected"`` (nothing written),
+    ``"unknown"`` (sent, reply lost: it may be stored) or ``"not_attempted"``. For a Dask
+    frame, ``partition`` is the partition's number and ``row`` the position in it.
     """
 
     row: int
@@ -93,6 +95,13 @@ class FailedRow:
     code: int | str
     message: str
     outcome: Outcome = "rejected"
+    partition: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``"row 3"``, or ``"row 3 of partition 2"``."""
+        return f"row {self.row}" + (f" of partition {self.partition}"
+                                    if self.partition is not None else "")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -163,6 +172,9 @@ def insert_dataframe(
     WriteResult(inserted=1, updated=0, unchanged=0, failed=0)
     """
     check_options(batch_size, on_error, progress)
+    if is_dask_frame(df):
+        return write_dask(model, df, "insert", batch_size=batch_size, extra=extra,
+                          on_error=on_error)
     table, backend, index = frame_to_arrow(df, model)
     frame = prepare(model, table, extra=extra, now=utc_now())
     run = Run(model, frame, progress, "insert")
@@ -359,7 +371,7 @@ class Run:
         result = WriteResult(int(counts[INSERTED]), int(counts[UPDATED]),
                              int(counts[UNCHANGED]), native_ids(ids, backend, index), failed)
         if failed and on_error == "raise":
-            raise FrameWriteError(_failure_message(self.model, verb, result), result)
+            raise FrameWriteError(failure_message(self.model, verb, result), result)
         return result
 
 
@@ -379,9 +391,10 @@ def native_ids(ids: np.ndarray, backend: Backend, index: Any) -> Any:
     return array
 
 
-def _failure_message(model: type[Persistable], verb: str, result: WriteResult) -> str:
+def failure_message(model: type[Persistable], verb: str, result: WriteResult) -> str:
+    """The message of a :class:`FrameWriteError`: the first failed rows, and hints."""
     shown = "\n".join(
-        f"  row {f.row} (id {f.id}): [{f.code}] {f.message} ({f.outcome})"
+        f"  {f.where} (id {f.id}): [{f.code}] {f.message} ({f.outcome})"
         for f in result.failed[:5]
     )
     more = f"\n  ... and {len(result.failed) - 5} more" if len(result.failed) > 5 else ""

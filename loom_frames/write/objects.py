@@ -273,6 +273,7 @@ def _insert_one(coll: Collection[Any], write: _Write) -> None:
 def _update_one(coll: Collection[Any], write: _Write) -> None:
     obj = write.obj
     model = type(obj)
+    assert write.update is not None
     projection = {c.key: 1 for c in model_columns(model)
                   if c.role in (Role.INCR_COUNTER, Role.TIME_INSERTED)}
     try:

@@ -6,9 +6,8 @@ unordered bulk writes through :func:`run_bulk` and gets, per operation, one of:
 * done (``upserted`` tells an update that inserted from one that matched);
 * **rejected**: the server (or the client, before sending) refused it, nothing applied;
 * **unknown**: the command was sent and the connection broke before the reply (or the
-  write concern failed): it may have been applied. pymongo has already retried once.
-
-A command that could not be sent at all (no server) rejects every operation in it.
+  write concern failed): it may have been applied. pymongo has already retried once;
+* **not attempted**: no server could be reached, nothing was sent.
 """
 
 from __future__ import annotations
@@ -70,8 +69,9 @@ class BulkOutcome:
 
     @property
     def connection_lost(self) -> bool:
-        """True when the whole command's outcome is unknown (the connection broke)."""
-        return isinstance(self.error, WriteOutcomeUnknownError)
+        """True when the whole command failed for the connection: lost after sending
+        (outcome unknown) or no server reached (not sent)."""
+        return isinstance(self.error, ConnectionError)
 
 
 def run_bulk(coll: Collection[Any], ops: Sequence[Any], what: str) -> BulkOutcome:
@@ -108,10 +108,14 @@ def run_bulk(coll: Collection[Any], ops: Sequence[Any], what: str) -> BulkOutcom
         return _whole(outcome, type(exc).__name__, f"{what}: {exc}", "rejected", exc)
     except PyMongoError as exc:
         error = driver_error(exc, what, write=True)
-        unknown = isinstance(error, WriteOutcomeUnknownError)
-        code = getattr(exc, "code", None) if not unknown else None
+        kind: Outcome = (
+            "unknown" if isinstance(error, WriteOutcomeUnknownError)
+            else "not_attempted" if isinstance(error, ConnectionError)  # no server reached
+            else "rejected"
+        )
+        code = getattr(exc, "code", None) if kind == "rejected" else None
         return _whole(outcome, code if code is not None else type(exc).__name__, str(error),
-                      "unknown" if unknown else "rejected", error)
+                      kind, error)
     outcome.upserted = set(result.upserted_ids or {})
     return outcome
 

@@ -153,6 +153,8 @@ def _pandas_to_arrow(df: Any) -> pa.Table:
         raise FrameValidationError(
             f"column names must be strings, got {bad!r}. Hint: df.columns = df.columns.map(str)."
         )
+    import pandas as pd
+
     fixed = {}
     for name in names:
         column = df[name]
@@ -160,6 +162,10 @@ def _pandas_to_arrow(df: Any) -> pa.Table:
             plain = column.map(_plain_object, na_action="ignore")
             if not plain.equals(column):
                 fixed[name] = plain
+        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+            # The same instants as naive UTC (naive means UTC here): pyarrow 25 reads an
+            # aware column through Series.values, which pandas 3 deprecates with a warning.
+            fixed[name] = column.dt.tz_convert(None)
     if fixed:
         df = df.assign(**fixed)
     try:

@@ -37,6 +37,7 @@ from pymongo.collection import Collection
 from ..codec import ABSENT, same
 from ..columns import Column, column_of, with_role
 from ..connection import driver_errors
+from ..dask_io import is_dask_frame, write_dask
 from ..errors import FrameValidationError, LoomError, ModelDeclarationError
 from ..expr.bind import Kind
 from ..fields import Role, utc_now
@@ -72,7 +73,7 @@ ID_CONFLICT = "IdConflict"
 # Both the frame's documents and the stored ones are decoded with pymongo's plain
 # options (naive UTC datetimes, Decimal128, UUIDs as Binary): 3x faster than the model
 # codec, and both sides alike.
-_PLAIN = bson.CodecOptions()
+_PLAIN: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions()
 
 
 def upsert_dataframe(
@@ -102,6 +103,9 @@ def upsert_dataframe(
         )
     check_options(batch_size, on_error, progress)
     keys = key_columns(model, on)
+    if is_dask_frame(df):
+        return write_dask(model, df, "upsert", on=on, batch_size=batch_size, extra=extra,
+                          on_error=on_error)
     table, backend, index = frame_to_arrow(df, model)
     frame = prepare(model, table, extra=extra, now=utc_now())
     check_frame_keys(frame, keys)

@@ -5,6 +5,7 @@ A plain module (not a conftest) so tests can import it: ``from expr_harness impo
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -122,6 +123,8 @@ def same_value(left: Any, right: Any) -> bool:
     """Equality of computed values: NaN equals NaN, 1 equals 1.0, -0.0 equals 0.0."""
     if left is None or right is None:
         return left is None and right is None
+    if isinstance(right, dt.date) and not isinstance(right, dt.datetime):  # a Date: MongoDB
+        right = dt.datetime(right.year, right.month, right.day, tzinfo=dt.UTC)  # has midnight
     if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
         return math.isnan(right)
     if isinstance(left, bool) or isinstance(right, bool):

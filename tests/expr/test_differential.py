@@ -27,7 +27,7 @@ from expr_harness import RESOLVER, Differential, oid
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from loom_frames.expr import Expr, fld
+from loom_frames.expr import Expr, fld, lit, when
 from loom_frames.expr import nodes as n
 
 UTC = dt.UTC
@@ -127,10 +127,30 @@ def int_exprs(draw: st.DrawFn) -> Expr:
 def num_exprs(draw: st.DrawFn, depth: int = 0) -> Expr:
     if depth >= 2 or draw(st.integers(0, 2)) == 0:
         return draw(st.sampled_from([fld["a"], fld["b"]]))
-    kind = draw(st.sampled_from(["+", "-", "*", "/", "%", "abs", "round", "neg", "lit"]))
+    kind = draw(st.sampled_from(["+", "-", "*", "/", "%", "abs", "round", "neg", "lit", "//",
+                                 "**", "fill", "when", "cast"]))
     left = draw(num_exprs(depth + 1))
     if kind == "%":
+        if draw(st.booleans()):  # floats: truncated like $mod (fmod)
+            return left % draw(st.one_of(floats, num_exprs(depth + 1)))
         return draw(int_exprs()) % draw(st.one_of(small_ints, st.just(fld["a"])))
+    if kind == "//":
+        return left // draw(st.one_of(small_ints, floats, num_exprs(depth + 1)))
+    if kind == "**":
+        if draw(st.booleans()):
+            return draw(int_exprs()) ** draw(st.integers(0, 3))
+        # Only powers that cannot overflow a double for any float (b holds values up to
+        # 1e308 and down to 5e-324): an overflowing $pow is inf in mongod and Polars, and
+        # an internal error in SecantusDB (docs/semantics.md).
+        return fld["b"] ** draw(st.sampled_from([0.5, 0.25, 1.0, 0.0]))
+    if kind == "fill":
+        return left.fill_null(draw(operands))
+    if kind == "when":
+        return when(draw(predicates(2))).then(left).otherwise(draw(
+            st.one_of(num_exprs(depth + 1), operands.map(lit))))
+    if kind == "cast":
+        return draw(st.sampled_from([fld["b"].cast("Int64"), fld["a"].cast("Float64"),
+                                     fld["flag"].cast("Int64"), fld["b"].cast("Float64")]))
     if kind in ("abs", "round", "neg"):
         return left.abs() if kind == "abs" else left.round(0) if kind == "round" else -left
     if kind == "lit":
@@ -165,6 +185,22 @@ def _membership(target: Expr, values: list[Any], negate: bool) -> Expr:
 
 
 t, tags, nums = fld["t"], fld["tags"], fld["nums"]
+FORMATS = ["%Y-%m-%d", "%H:%M:%S", "%j %u %V %G", "%U%%", "day %d"]
+
+
+@st.composite
+def string_values(draw: st.DrawFn) -> Expr:
+    """String-valued expressions: slices, literal replaces, casts, formats, conditionals."""
+    s = fld["s"]
+    return draw(st.sampled_from([
+        s.str.slice(draw(st.integers(-4, 3)), draw(st.one_of(st.none(), st.integers(0, 3)))),
+        s.str.replace(draw(st.sampled_from(["a", "A", "é", " "])), draw(texts)),
+        s.str.replace_all(draw(st.sampled_from(["a", "\n", "b."])), draw(texts), literal=True),
+        fld["a"].cast("String"), fld["flag"].cast("String"),
+        t.dt.strftime(draw(st.sampled_from(FORMATS))),
+        when(fld["a"] > 0).then(s).otherwise(lit(draw(texts))),
+        s.fill_null(draw(texts)),
+    ]))
 PART_VALUES = [0, 1, 2, 3, 4, 5, 6, 7, 12, 23, 29, 31, 1969, 2000, 2024, 9999]
 
 
@@ -197,6 +233,14 @@ LEAVES: list[Any] = [
     lambda d, z: _string_subject(d).starts_with(d(texts)),
     lambda d, z: _string_subject(d).ends_with(d(texts)),
     lambda d, z: _string_subject(d).contains(d(texts)),
+    lambda d, z: fld["s"].str.contains(d(st.sampled_from(REGEXES))),
+    lambda d, z: fld["s"].str.contains(d(texts), literal=True),
+    lambda d, z: _cmp(fld["s"].str.len_chars(), d(ops), d(small_ints)),
+    lambda d, z: _cmp(d(string_values()), d(st.sampled_from(["==", "!="])), d(texts)),
+    lambda d, z: _cmp(fld["s"].fill_null(d(texts)), d(ops), d(texts)),
+    lambda d, z: fld[d(st.sampled_from(["a", "b"]))].is_between(*_sorted_pair(d, numbers)),
+    lambda d, z: _cmp(t.dt.date(), d(ops), d(times).date()),
+    lambda d, z: _cmp(t.dt.strftime(d(st.sampled_from(FORMATS))), d(ops), d(texts)),
     lambda d, z: _string_subject(d).regex(d(st.sampled_from(REGEXES)),
                                        d(st.sampled_from(["", "i", "s", "m", "is"]))),
     lambda d, z: _membership(fld["s"], d(st.lists(st.one_of(texts, st.none()), max_size=4)),
@@ -317,7 +361,11 @@ def values(draw: st.DrawFn, zone: str | None = None) -> Expr:
         return _truncation(draw, zone)
     if choice == 4:
         return draw(st.sampled_from([fld["s"].str.to_lower(), fld["s"].str.to_upper(),
-                                     tags.list.len(), nums.list.len()]))
+                                     tags.list.len(), nums.list.len(), fld["s"].str.len_chars(),
+                                     t.dt.date(), fld["a"].cast("Boolean"),
+                                     fld["b"].cast("Boolean")]))
+    if choice == 6 and draw(st.booleans()):
+        return draw(string_values())
     if choice == 5:  # arithmetic on narrow integers: int64, as MongoDB computes it
         narrow = draw(st.sampled_from([_date_part(draw, zone), tags.list.len()]))
         return narrow * draw(st.sampled_from([1000, -1])) - fld["a"]

@@ -15,7 +15,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from loom_frames.expr import Expr, FieldRef, Kind, SimpleResolver, fld
+from loom_frames.expr import Expr, FieldRef, Kind, SimpleResolver, fld, lit, when
+from loom_frames.expr import len as lm_len
 from loom_frames.expr import nodes as n
 from loom_frames.expr.dtypes import arrow_type
 
@@ -24,7 +25,7 @@ def _list(name: str, item: Kind) -> FieldRef:
     return FieldRef(name, (name,), Kind.LIST, item=FieldRef(name, (name,), item))
 
 
-R = SimpleResolver("T", {"a": Kind.INT, "b": Kind.FLOAT, "s": Kind.STR, "ok": Kind.BOOL,
+R = SimpleResolver("T", {"k": Kind.INT, "a": Kind.INT, "b": Kind.FLOAT, "s": Kind.STR, "ok": Kind.BOOL,
                          "t": Kind.DATETIME, "d": Kind.DATE, "tags": _list("tags", Kind.STR)})
 FRAME = pl.DataFrame({
     "k": [1, 1, 2], "a": [1, None, 3], "b": [0.5, float("nan"), None], "s": ["x", "Y", None],
@@ -67,6 +68,25 @@ CASES: list[tuple[Expr, pl.DataType]] = [
     (ok.last(), pl.Boolean()), (ok.min(), pl.Boolean()),
     (t.dt.truncate("1d", time_zone=NY).max(), pl.Datetime("ms", NY)),
     (a.alias("x"), pl.Int64()),
+    # issue 15: Polars-shaped expressions
+    (a // 2, pl.Int64()), (b // 2, pl.Float64()), (a ** 2, pl.Int64()), (b ** 2, pl.Float64()),
+    (a ** 0.5, pl.Float64()), (b % 0.5, pl.Float64()),
+    (a.cast("Float64"), pl.Float64()), (b.cast(pl.Int64), pl.Int64()),
+    (a.cast("String"), pl.String()), (ok.cast("Int64"), pl.Int64()),
+    (a.cast("Boolean"), pl.Boolean()), (a.cast(pl.Datetime("ms", "UTC")), pl.Datetime("ms", "UTC")),
+    (t.cast("Date"), pl.Date()), (d.cast("Datetime"), pl.Datetime("ms", "UTC")),
+    (a.fill_null(0), pl.Int64()), (a.fill_null(0.5), pl.Float64()), (s.fill_null("-"), pl.String()),
+    (when(a > 1).then(lit(1)).otherwise(lit(0)), pl.Int64()),
+    (when(a > 1).then(b).otherwise(lit(0)), pl.Float64()),
+    (when(ok).then(lit("y")).when(a > 1).then(s), pl.String()),
+    (s.str.len_chars(), pl.UInt32()), (s.str.slice(1, 2), pl.String()),
+    (s.str.replace("x", "y"), pl.String()), (s.str.replace_all("x", "y"), pl.String()),
+    (t.dt.date(), pl.Date()), (t.dt.strftime("%Y-%m"), pl.String()),
+    (lm_len(), pl.UInt32()),
+    (a.rank(), pl.Float64()), (a.rank("dense").over("k"), pl.UInt32()),
+    (a.cum_sum().over("k", order_by="t"), pl.Int64()), (ok.cum_sum(), pl.UInt32()),
+    (a.rolling_mean(2), pl.Float64()), (a.shift(), pl.Int64()),
+    (s.first().over("k"), pl.String()), (a.sum().over("k"), pl.Int64()),
 ]
 
 
@@ -77,7 +97,7 @@ def test_plan_type_and_polars_dtype_agree(expr: Expr, dtype: pl.DataType) -> Non
     assert arrow is not None
     assert pl.from_arrow(pa.array([], type=arrow)).dtype == dtype  # type: ignore[union-attr]
     compiled = bound.to_polars()
-    if isinstance(_strip(bound.node), n.Aggregation):
+    if isinstance(_strip(bound.node), (n.Aggregation, n.Len)):
         out = FRAME.group_by("k").agg(compiled.alias("v"))["v"]
         assert out.dtype == dtype, "in a group-by"
         out = FRAME.select(compiled.alias("v"))["v"]
