@@ -123,8 +123,9 @@ def fits(value: Any, col: Column, *, frame: bool = True) -> bool:
     ``frame`` adds what a frame column must also hold: a decimal within its
     ``decimal128(p, s)``. A free-form column takes anything.
 
-    >>> from loom_frames.columns import Column
-    >>> age = Column("age", "age", Kind.INT, None)
+    >>> from loom_frames.schema import columns_from_arrow
+    >>> import pyarrow as pa
+    >>> (age,) = columns_from_arrow(pa.schema({"age": pa.int64()}))
     >>> fits(30.0, age), fits(2.5, age), fits(True, age), fits("30", age)
     (True, False, True, False)
     """
@@ -177,8 +178,9 @@ def problem(
     (:data:`ABSENT`), None and NaN always fit (they are absent, or NaN in a float field).
     Paths name list elements ``x[1]`` and sub-fields ``x.city``.
 
-    >>> from loom_frames.columns import Column
-    >>> ints = Column("x", "x", Kind.LIST, None, item=Column("item", "item", Kind.INT, None))
+    >>> from loom_frames.schema import columns_from_arrow
+    >>> import pyarrow as pa
+    >>> (ints,) = columns_from_arrow(pa.schema({"x": pa.list_(pa.int64())}))
     >>> problem([1, 2.0, 2.5], ints, "x")[:2]
     ('x[2]', 2.5)
     """

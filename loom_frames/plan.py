@@ -378,7 +378,7 @@ def _source_column(frame: Frame, node: n.Node) -> Column | None:
 
 
 # ------------------------------------------------------------------------ commands
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Command:
     """The one MongoDB command a plan runs, and the columns it returns.
 
@@ -451,6 +451,17 @@ class Command:
 
     def __repr__(self) -> str:
         return f"Command({self.database!r}, {_json(self.to_dict())})"
+
+    def __eq__(self, other: object) -> bool:
+        # Equal commands send the same thing and return the same columns: columns are
+        # compared through their Arrow schema (a derived plan's columns are new objects).
+        if not isinstance(other, Command):
+            return NotImplemented
+        mine = [getattr(self, f) for f in self.__dataclass_fields__ if f != "columns"]
+        theirs = [getattr(other, f) for f in other.__dataclass_fields__ if f != "columns"]
+        return mine == theirs and self.schema == other.schema
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts
 
 
 def _json(value: Any) -> str:
