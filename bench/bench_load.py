@@ -35,16 +35,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pymongo  # noqa: E402
-from bson import ObjectId  # noqa: E402
-from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E402
+import pymongo
+from bson import ObjectId
+from pymongoarrow.api import Schema, find_arrow_all, find_polars_all
 
-import loom_frames as lm  # noqa: E402
-from loom_frames import Persistable, declare_persist_db  # noqa: E402
-from loom_frames.embedded import EmbeddedServer  # noqa: E402
-from loom_frames.read.decode import storage_type  # noqa: E402
-from loom_frames.read.frames import find_table, to_frame  # noqa: E402
-from loom_frames.schema import arrow_schema, columns_from_arrow, projection_of  # noqa: E402
+import loom_frames as lm
+from loom_frames import Persistable, declare_persist_db
+from loom_frames.embedded import EmbeddedServer
+from loom_frames.read.decode import storage_type
+from loom_frames.read.frames import find_table, to_frame
+from loom_frames.schema import arrow_schema, columns_from_arrow, projection_of
 
 
 class Status(enum.Enum):

@@ -36,24 +36,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bson  # noqa: E402
-import psutil  # noqa: E402
-import pymongo  # noqa: E402
-from bench_load import Status, User, make_docs  # noqa: E402
-from bson import ObjectId  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-from pymongo import monitoring  # noqa: E402
-from pymongoarrow.api import Schema, find_arrow_all, find_polars_all  # noqa: E402
+import bson
+import psutil
+import pymongo
+from bench_load import Status, User, make_docs
+from bson import ObjectId
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import monitoring
+from pymongoarrow.api import Schema, find_arrow_all, find_polars_all
 
-import loom_frames as lm  # noqa: E402
-from loom_frames import Persistable, declare_persist_db  # noqa: E402
-from loom_frames.embedded import EmbeddedServer  # noqa: E402
-from loom_frames.read.decode import storage_type  # noqa: E402
+import loom_frames as lm
+from loom_frames import Persistable, declare_persist_db
+from loom_frames.embedded import EmbeddedServer
+from loom_frames.read.decode import storage_type
 
 
 @declare_persist_db(db_name="bench", collection_name="users_dirty")
@@ -72,8 +72,8 @@ class PlainUser(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
     id: ObjectId = Field(alias="_id")
-    created_at: Optional[dt.datetime] = None
-    updated_time: Optional[dt.datetime] = None
+    created_at: dt.datetime | None = None
+    updated_time: dt.datetime | None = None
     name: str
     age: int
     score: float

@@ -48,8 +48,8 @@ from pydantic import BaseModel
 
 from .connection import CODEC_OPTIONS
 from .errors import DocumentValidationError
-from .fields import date_to_datetime, normalize_datetime
 from .expr.bind import Kind
+from .fields import date_to_datetime, normalize_datetime
 from .model import STORED
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ _DAY_MS = 86_400_000
 
 def is_nan(value: Any) -> bool:
     """A NaN double (absent outside float fields; a Decimal128 NaN is a decimal)."""
-    return type(value) is float and value != value
+    return type(value) is float and math.isnan(value)
 
 
 def base_kind(col: Column) -> Kind:
@@ -739,9 +739,9 @@ def _nested_plan(model: type[BaseModel], col: Column, path: str) -> tuple[Any, .
 
 def _container(annotation: Any) -> Any:
     """list / set / frozenset / tuple: what a list field holds (None: unknown)."""
-    import collections.abc as abc
     import types
     import typing
+    from collections import abc
 
     ann = annotation
     while True:
@@ -820,10 +820,10 @@ def _plain_annotation(annotation: Any) -> bool:
 
     from .fields import _ObjectIdAnnotation
 
-    if typing.get_origin(annotation) is typing.Annotated:
-        if not all(m is _ObjectIdAnnotation or _plain_metadata([m])
-                   for m in annotation.__metadata__):
-            return False
+    if typing.get_origin(annotation) is typing.Annotated and not all(
+        m is _ObjectIdAnnotation or _plain_metadata([m]) for m in annotation.__metadata__
+    ):
+        return False
     return all(_plain_annotation(a) for a in typing.get_args(annotation)
                if not isinstance(a, (str, int, float, bool, enum.Enum)) and a is not Ellipsis)
 

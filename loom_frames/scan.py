@@ -269,7 +269,7 @@ def scan_collection(
     inferred = ""
     if schema is None:
         schema, inferred = _sampled_schema(db, collection, infer_schema_length)
-    query = Query(Source.of_collection(db, collection, _arrow_schema(schema)))
+    query: Query[Any] = Query(Source.of_collection(db, collection, _arrow_schema(schema)))
     return _source(query, on_invalid, inferred)
 
 

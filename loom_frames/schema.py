@@ -54,7 +54,6 @@ from .columns import (
     META_REQUIRED,
     META_VALUES,
     Column,
-    arrow_type_of,
     find_column,
     model_columns,
     select_columns,
@@ -191,8 +190,8 @@ def _column_from_field(field: pa.Field) -> Column:
     children: tuple[Column, ...] = ()
     item = None
     if meta.get(META_JSON) == b"true":  # a free-form column: JSON text in frames
-        kind = _KIND_BY_NAME[kind_name.decode()] if kind_name is not None else Kind.ANY
-        return Column(field.name, key, kind, None, required=meta.get(META_REQUIRED) == b"true")
+        free = _KIND_BY_NAME[kind_name.decode()] if kind_name is not None else Kind.ANY
+        return Column(field.name, key, free, None, required=meta.get(META_REQUIRED) == b"true")
     if pa.types.is_struct(t):
         children = tuple(_column_from_field(t.field(i)) for i in range(t.num_fields))
     elif pa.types.is_list(t) or pa.types.is_large_list(t):

@@ -14,7 +14,7 @@ import itertools
 import math
 import uuid
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
@@ -88,7 +88,7 @@ _counter = itertools.count()
 
 def _model(db_name: str, annotation: Any) -> Any:
     model = create_model(  # type: ignore[call-overload]
-        f"Agree{next(_counter)}", __base__=Persistable, x=(Optional[annotation], None)
+        f"Agree{next(_counter)}", __base__=Persistable, x=(annotation | None, None)
     )
     return declare_persist_db(db_name=db_name, collection_name=model.__name__)(model)
 

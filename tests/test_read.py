@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import bson
 import polars as pl
@@ -55,22 +55,22 @@ class Loose(BaseModel):
 
 
 @pytest.fixture
-def Event(db_name: str) -> type[Persistable]:  # noqa: N802
+def Event(db_name: str) -> type[Persistable]:
     @declare_persist_db(db_name=db_name, collection_name="events")
     class Event(Persistable):
         kind: str
         meta: dict[str, Any] = {}
         either: int | str = 0
-        pair: Optional[tuple[int, str]] = None
+        pair: tuple[int, str] | None = None
         items: list[dict[str, Any]] = []
-        wait: Optional[dt.timedelta] = None
-        loose: Optional[Loose] = None
+        wait: dt.timedelta | None = None
+        loose: Loose | None = None
 
     return Event
 
 
 @pytest.fixture
-def events(Event: Any) -> list[Any]:  # noqa: N803
+def events(Event: Any) -> list[Any]:
     stored = [
         Event(kind="click", meta={"x": 1, "source": "web", "at": dt.datetime(2024, 5, 1)},
               either="a", pair=(1, "one"), items=[{"sku": "A", "n": 2}],
@@ -83,7 +83,7 @@ def events(Event: Any) -> list[Any]:  # noqa: N803
     return stored
 
 
-def test_free_form_fields_load_as_objects(Event: Any, events: list[Any]) -> None:  # noqa: N803
+def test_free_form_fields_load_as_objects(Event: Any, events: list[Any]) -> None:
     loaded = Event.filter().sort("id").load_many()
     assert [o.meta for o in loaded] == [
         {"x": 1, "source": "web", "at": dt.datetime(2024, 5, 1, tzinfo=dt.UTC)},
@@ -95,16 +95,16 @@ def test_free_form_fields_load_as_objects(Event: Any, events: list[Any]) -> None
 
 
 def test_free_form_fields_need_no_column_type_to_count_and_filter(
-    Event: Any, events: list[Any]  # noqa: N803
+    Event: Any, events: list[Any]
 ) -> None:
     assert Event.filter().count() == 3 and Event.filter(fld["meta.x"] == 1).exists()
     assert Event.filter(fld["meta.x"] >= 1).count() == 2
     assert [o.kind for o in Event.filter(fld["meta.source"] == "web").load_many()] == ["click"]
     assert Event.filter(fld["items.sku"] == "A").count() == 1
-    assert Event.filter(fld["meta.nested.deep"] == True).count() == 1  # noqa: E712
+    assert Event.filter(fld["meta.nested.deep"] == True).count() == 1
 
 
-def test_free_form_fields_are_json_text_in_frames(Event: Any, events: list[Any]) -> None:  # noqa: N803
+def test_free_form_fields_are_json_text_in_frames(Event: Any, events: list[Any]) -> None:
     frame = Event.filter().sort("id").load_polars()
     assert frame.schema["meta"] == pl.String and frame.schema["loose"] == pl.String
     meta = [json.loads(m) for m in frame["meta"]]
@@ -118,7 +118,7 @@ def test_free_form_fields_are_json_text_in_frames(Event: Any, events: list[Any])
     assert Event.filter().load_table().schema.field("items").metadata[b"loom.json"] == b"true"
 
 
-def test_dotted_paths_into_free_form_fields_select(Event: Any, events: list[Any]) -> None:  # noqa: N803
+def test_dotted_paths_into_free_form_fields_select(Event: Any, events: list[Any]) -> None:
     frame = (Event.filter(fld["meta.x"] >= 1).select("kind", source=fld["meta.source"])
              .sort("kind").load_polars())
     assert frame.to_dicts() == [{"kind": "click", "source": '"web"'},
@@ -127,7 +127,7 @@ def test_dotted_paths_into_free_form_fields_select(Event: Any, events: list[Any]
     assert grouped.load_polars()["x"].to_list() == [None, "1", "2"]
 
 
-def test_scans_of_models_with_free_form_fields(Event: Any, events: list[Any]) -> None:  # noqa: N803
+def test_scans_of_models_with_free_form_fields(Event: Any, events: list[Any]) -> None:
     assert Event.scan().select("kind").collect()["kind"].sort().to_list() == [
         "click", "view", "view"]
     full = Event.scan().filter(pl.col("kind") == "view").collect()
@@ -137,7 +137,7 @@ def test_scans_of_models_with_free_form_fields(Event: Any, events: list[Any]) ->
 
 # ---------------------------------------------------------------- dirty documents in scans
 @pytest.fixture
-def Reading(db_name: str) -> type[Persistable]:  # noqa: N802
+def Reading(db_name: str) -> type[Persistable]:
     @declare_persist_db(db_name=db_name, collection_name="readings")
     class Reading(Persistable):
         sensor: str
@@ -147,7 +147,7 @@ def Reading(db_name: str) -> type[Persistable]:  # noqa: N802
     return Reading
 
 
-def test_scan_with_on_invalid(Reading: Any) -> None:  # noqa: N803
+def test_scan_with_on_invalid(Reading: Any) -> None:
     Reading.persist_many([Reading(sensor=f"s{i}", value=i / 2, count=i) for i in range(5)])
     bad = Reading.collection().insert_one({"sensor": "s9", "value": "hot", "count": 2.5})
     with pytest.raises(Exception) as caught:  # Polars may wrap the source's error
@@ -196,7 +196,7 @@ def test_inference_reads_only_the_first_documents(db: Any) -> None:
         lm.scan_collection(db.name, "empty")
 
 
-def test_raw_pipelines_without_a_schema_are_inferred(Reading: Any) -> None:  # noqa: N803
+def test_raw_pipelines_without_a_schema_are_inferred(Reading: Any) -> None:
     Reading.persist_many([Reading(sensor=f"s{i % 2}", value=i, count=i) for i in range(4)])
     stages = AggregationStages().group({"_id": "$sensor", "total": {"$sum": "$count"},
                                         "values": {"$push": "$value"}})
@@ -211,7 +211,7 @@ def test_raw_pipelines_without_a_schema_are_inferred(Reading: Any) -> None:  # n
 
 
 # ---------------------------------------------------------------- n_unique
-def test_n_unique_groups_twice_and_never_collects_a_set(Reading: Any) -> None:  # noqa: N803
+def test_n_unique_groups_twice_and_never_collects_a_set(Reading: Any) -> None:
     Reading.persist_many([Reading(sensor=f"s{i % 3}", value=i % 4, count=i % 2)
                           for i in range(24)])
     alone = Reading.filter().group_by("sensor").agg(values=fld["value"].n_unique())
@@ -251,7 +251,7 @@ def test_dates_beyond_python_years_load_in_frames_not_objects() -> None:
     assert table.column("d").cast(pa.int32()).to_pylist() == [2_932_898, -719_163]
 
     class When(Persistable):
-        t: Optional[dt.datetime] = None
+        t: dt.datetime | None = None
 
     with pytest.raises(lm.DocumentValidationError, match="field 't' holds.*outside years"):
         hydrate(When, {"_id": ObjectId(), "t": beyond})
@@ -262,12 +262,12 @@ _VALUES: list[tuple[Any, st.SearchStrategy[Any]]] = [
     (int, st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2.0, True, -0.0])),
     (float, st.floats() | st.integers(-5, 5) | st.booleans()),
     (str, st.text(max_size=4)),
-    (Optional[bool], st.booleans() | st.none()),
+    (bool | None, st.booleans() | st.none()),
     (dt.datetime, st.datetimes(timezones=st.just(dt.UTC)).map(
         lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))),
     (dt.date, st.dates().map(lambda d: dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC))),
     (list[int], st.lists(st.integers(-3, 3) | st.just(4.0), max_size=3)),
-    (Optional[Loose], st.none() | st.fixed_dictionaries(
+    (Loose | None, st.none() | st.fixed_dictionaries(
         {"label": st.text(max_size=2)}, optional={"extra": st.just({"a": 1})})),
     (lm.StrLower, st.text(alphabet="aBc", max_size=3)),
     (lm.IncrCounter, st.integers(0, 9)),
@@ -279,7 +279,7 @@ _VALUES: list[tuple[Any, st.SearchStrategy[Any]]] = [
 def test_objects_built_directly_equal_model_validate(data: st.DataObject) -> None:
     chosen = data.draw(st.lists(st.sampled_from(range(len(_VALUES))), min_size=1,
                                 max_size=5, unique=True))
-    optional = (Optional[bool], Optional[Loose])
+    optional = (bool | None, Loose | None)
     fields = {f"f{i}": (_VALUES[i][0], None if _VALUES[i][0] in optional else ...)
               for i in chosen}
     model = create_model(f"Built{len(chosen)}", __base__=Persistable, **fields)  # type: ignore[call-overload]

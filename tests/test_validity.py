@@ -22,7 +22,7 @@ import math
 import os
 import uuid
 from decimal import Decimal
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pyarrow as pa
 import pytest
@@ -52,8 +52,8 @@ class Level(enum.IntEnum):
 
 
 class Address(BaseModel):
-    city: Optional[str] = None
-    zip: Optional[int] = None
+    city: str | None = None
+    zip: int | None = None
 
 
 KEYS = ["i", "f", "s", "b", "t", "d", "dec", "u", "e", "lvl", "lit", "o", "raw", "ints",
@@ -65,26 +65,26 @@ _BEYOND = DatetimeMS(253_402_300_800_000 + 86_400_000 * 3)  # 10000-01-04, midni
 
 
 @pytest.fixture
-def Doc(db_name: str) -> type[Persistable]:  # noqa: N802
+def Doc(db_name: str) -> type[Persistable]:
     @declare_persist_db(db_name=db_name, collection_name=f"docs{next(_counter)}")
     class Doc(Persistable):
-        i: Optional[int] = None
-        f: Optional[float] = None
-        s: Optional[str] = None
-        b: Optional[bool] = None
-        t: Optional[dt.datetime] = None
-        d: Optional[dt.date] = None
-        dec: Optional[Decimal] = None
-        u: Optional[uuid.UUID] = None
-        e: Optional[Color] = None
-        lvl: Optional[Level] = None
-        lit: Optional[Literal["x", "y"]] = None
-        o: Optional[ObjectIdField] = None
-        raw: Optional[bytes] = None
+        i: int | None = None
+        f: float | None = None
+        s: str | None = None
+        b: bool | None = None
+        t: dt.datetime | None = None
+        d: dt.date | None = None
+        dec: Decimal | None = None
+        u: uuid.UUID | None = None
+        e: Color | None = None
+        lvl: Level | None = None
+        lit: Literal["x", "y"] | None = None
+        o: ObjectIdField | None = None
+        raw: bytes | None = None
         ints: list[int] = []
-        floats: list[Optional[float]] = []
-        a: Optional[Address] = None
-        many: list[Optional[Address]] = []
+        floats: list[float | None] = []
+        a: Address | None = None
+        many: list[Address | None] = []
 
     return Doc
 
@@ -240,7 +240,7 @@ def object_misfit(value: Any, col: Any) -> bool:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(docs=documents())
 def test_frames_and_objects_follow_the_rule_document_by_document(
-    Doc: Any, docs: list[dict[str, Any]]  # noqa: N803
+    Doc: Any, docs: list[dict[str, Any]]
 ) -> None:
     coll = Doc.collection()
     coll.delete_many({})
@@ -263,7 +263,7 @@ def test_frames_and_objects_follow_the_rule_document_by_document(
         note(message)
         assert f"_id={bad[0]!r}" in message  # the first, in result order
         first = next(d for d in stored if d["_id"] == bad[0])
-        path, value, _ = next(found for c in columns
+        path, _, _ = next(found for c in columns
                               if (found := problem(first.get(c.key, ABSENT), c, c.name)))
         assert f"field {path!r}" in message
     else:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import singledispatch
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from bson import Decimal128

@@ -73,7 +73,8 @@ def raw_batches(
     with its own projection: what pymongoarrow decodes, and what the validity check
     looks at again. ``options`` go to the driver (``hint``, ``collation``, ``comment``,
     ``max_time_ms``, ...). ``batch_size`` None: the server's own batches."""
-    sized = {} if batch_size is None else {"batch_size": batch_size}
+    sized: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
+    extra: dict[str, Any] = dict(options or {})
     with driver_errors(what + reading(command)):
         if command.operation == "find":
             cursor = collection.find_raw_batches(
@@ -83,13 +84,13 @@ def raw_batches(
                 skip=command.skip,
                 limit=command.limit,
                 **sized,
-                **(options or {}),
+                **extra,
             )
         else:
+            if batch_size is not None:
+                extra["batchSize"] = batch_size
             cursor = collection.aggregate_raw_batches(
-                [dict(s) for s in command.stages()],
-                **({} if batch_size is None else {"batchSize": batch_size}),
-                **(options or {}),
+                [dict(s) for s in command.stages()], **extra
             )
         with cursor:
             yield from cursor

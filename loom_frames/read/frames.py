@@ -18,8 +18,8 @@ The low-level entry points :func:`find_table`, :func:`aggregate_table` and
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
