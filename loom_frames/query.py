@@ -610,9 +610,7 @@ class Query(Generic[M]):
         """Stream the rows as Arrow record batches of at most ``batch_size`` rows."""
         from .read import frames
 
-        command = self.compile()
-        if command.columns is None:
-            raise PlanError("iter_batches() needs known columns. Hint: pass schema= to agg().")
+        command = self.compile()  # a raw pipeline without a schema: inferred, as loads do
         return frames.load_batches(self._collection(), command, batch_size=batch_size,
                                    on_invalid=on_invalid, progress=progress)  # type: ignore[arg-type]
 

@@ -190,8 +190,7 @@ def _typed_by_sample(query: Query) -> tuple[Query, str]:
     step = query.steps[at]
     assert isinstance(step, Pipeline)
     sampled = replace(query, steps=query.steps[: at + 1])
-    docs = list(cursor.documents(sampled._collection(), sampled.compile(),
-                                 limit=step.infer_schema_length or 0))
+    docs = cursor.sample(sampled._collection(), sampled.compile(), step.infer_schema_length)
     schema, notes = infer_schema(docs)
     typed = replace(step, schema=schema)
     said = describe(len(docs), notes)
@@ -281,7 +280,7 @@ def _sampled_schema(db: str, collection: str, n: int | None) -> tuple[pa.Schema,
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise PlanError(f"infer_schema_length must be an int >= 1 or None, got {n!r}")
     coll = cursor.open_collection(db, collection)
-    docs = list(cursor.documents(coll, Command(db, collection, "find", None), limit=n or 0))
+    docs = cursor.sample(coll, Command(db, collection, "find", None, limit=n or 0), n)
     if not docs:
         raise PlanError(
             f"{db}.{collection} holds no document to infer a schema from. Hint: pass "

@@ -210,6 +210,19 @@ def test_raw_pipelines_without_a_schema_are_inferred(Reading: Any) -> None:
         Reading.agg(stages, infer_schema_length=0)
 
 
+def test_inference_of_all_rows_reads_past_the_first_reply(db: Any, Reading: Any) -> None:  # noqa: N803
+    Reading.collection().insert_many(
+        [{"sensor": "s", "value": 1.0, "count": i} for i in range(150)]
+        + [{"sensor": "s", "value": 1.0, "count": 2.5}])
+    stages = [{"$project": {"_id": 0, "count": 1}}]
+    with pytest.raises(lm.DocumentValidationError, match="holds 2.5"):
+        Reading.agg(stages).load_polars()  # the first 100 rows say int64
+    everything = Reading.agg(stages, infer_schema_length=None).load_polars()
+    assert everything.schema["count"] == pl.Float64 and everything.height == 151
+    batches = list(Reading.agg(stages, infer_schema_length=None).iter_batches(batch_size=60))
+    assert sum(b.num_rows for b in batches) == 151
+
+
 # ---------------------------------------------------------------- n_unique
 def test_n_unique_groups_twice_and_never_collects_a_set(Reading: Any) -> None:
     Reading.persist_many([Reading(sensor=f"s{i % 3}", value=i % 4, count=i % 2)

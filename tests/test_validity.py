@@ -37,7 +37,7 @@ from loom_frames.codec import ABSENT, problem
 from loom_frames.columns import model_columns
 from loom_frames.expr import Kind
 from loom_frames.read.frames import find_table, iter_batches
-from loom_frames.read.validity import PERMISSIVE
+from loom_frames.read.cursor import PERMISSIVE
 from loom_frames.schema import arrow_schema
 
 

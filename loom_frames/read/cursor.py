@@ -14,6 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import bson
+from bson import Binary
+from bson.binary import UuidRepresentation
+from bson.codec_options import DatetimeConversion
+
 from ..connection import CODEC_OPTIONS, driver_errors, get_client
 
 if TYPE_CHECKING:
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEEDBACK_BATCH",
+    "PERMISSIVE",
     "WHOLE_RESULT_BATCH",
     "count",
     "documents",
@@ -31,6 +37,8 @@ __all__ = [
     "open_collection",
     "raw_batches",
     "reading",
+    "sample",
+    "uuids",
 ]
 
 WHOLE_RESULT_BATCH: int | None = None
@@ -43,6 +51,32 @@ FEEDBACK_BATCH = 10_000
 """Batch size of such a read while a progress bar (or callback) is watching: a reply
 per 10,000 documents, so the bar moves while a long load runs (one 16 MiB reply would
 report once, at the end)."""
+
+
+PERMISSIVE = CODEC_OPTIONS.with_options(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+)
+"""Decodes any stored value: dates out of Python's range as ``DatetimeMS``, subtype-4
+binaries of any length as ``Binary`` (see :func:`uuids`)."""
+
+
+def uuids(value: Any) -> Any:
+    """A permissively decoded value with its subtype-4 binaries of 16 bytes as
+    ``uuid.UUID`` (as the collections' codec reads them); anything else as it is.
+
+    >>> uuids({"k": [Binary(bytes(16), 4), Binary(b"abc", 4)]})["k"][0]
+    UUID('00000000-0000-0000-0000-000000000000')
+    """
+    import uuid
+
+    if isinstance(value, Binary) and value.subtype == 4 and len(value) == 16:
+        return uuid.UUID(bytes=bytes(value))
+    if isinstance(value, dict):
+        return {k: uuids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [uuids(v) for v in value]
+    return value
 
 
 def reading(command: Command, operation: str | None = None) -> str:
@@ -116,6 +150,17 @@ def documents(
             cursor = collection.aggregate(stages)
         with cursor:
             yield from cursor
+
+
+def sample(collection: Collection[Any], command: Command, limit: int | None) -> list[Any]:
+    """The command's first ``limit`` result documents (all of them for None), decoded
+    permissively (any stored value decodes): what a schema is inferred from."""
+    docs: list[Any] = []
+    for raw in raw_batches(collection, command, batch_size=None, what="sampling: "):
+        docs.extend(uuids(doc) for doc in bson.decode_all(raw, codec_options=PERMISSIVE))
+        if limit is not None and len(docs) >= limit:
+            return docs[:limit]
+    return docs
 
 
 def first_id(collection: Collection[Any], command: Command, key: str, value: Any) -> Any:

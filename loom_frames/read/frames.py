@@ -82,7 +82,9 @@ def load_table(
     check_progress(progress)
     tables = list(_read(collection, command, on_invalid, progress, batch_size, options))
     if not tables:
-        return _plan_of(command).frame_schema.empty_table() if command.columns else pa.table({})
+        if command.columns is None:
+            return pa.table({})
+        return _plan_of(command).frame_schema.empty_table()
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
@@ -146,11 +148,11 @@ def _read(
         watched = reporter.watching
         batch_size = cursor.FEEDBACK_BATCH if watched else cursor.WHOLE_RESULT_BATCH
     plan = _plan_of(command) if command.columns is not None else None
+    replies = cursor.raw_batches(collection, command, batch_size=batch_size, options=options)
     with reporter:
-        for raw in cursor.raw_batches(collection, command, batch_size=batch_size,
-                                      options=options):
-            if plan is None:  # a raw pipeline's own shape: inferred from its first rows
-                plan = _inferred_plan(raw, command)
+        if plan is None:  # a raw pipeline's own shape: inferred from its first rows
+            plan, replies = _inferred_plan(replies, command)
+        for raw in replies:
             table = _table(raw, plan, on_invalid)
             if isinstance(table, Misfit):
                 if "_id" not in table.doc and command.documents:  # name the document
@@ -162,16 +164,28 @@ def _read(
             reporter.update(len(raw))
 
 
-def _inferred_plan(raw: bytes, command: Command) -> ReadPlan:
-    from .infer import infer_columns
+def _inferred_plan(
+    replies: Iterator[bytes], command: Command
+) -> tuple[ReadPlan, Iterator[bytes]]:
+    """The plan of a schema inferred from the first ``command.infer_schema_length``
+    result rows (all for None), and the replies, those read for it included."""
+    import itertools
 
-    sample = RawBatch(raw).docs()
-    if command.infer_schema_length is not None:
-        sample = sample[: command.infer_schema_length]
+    from .infer import describe, infer_columns
+
+    wanted = command.infer_schema_length
+    held: list[bytes] = []
+    sample: list[Any] = []
+    for raw in replies:
+        held.append(raw)
+        sample.extend(RawBatch(raw).docs())
+        if wanted is not None and len(sample) >= wanted:
+            break
+    sample = sample if wanted is None else sample[:wanted]
     columns, notes = infer_columns(sample)
+    log.info("%s: %s", command.namespace, describe(len(sample), notes))
     name = f"the schema inferred from the first {len(sample)} result rows"
-    log.info("%s: %s", command.namespace, "; ".join(notes) or "no conflicts")
-    return read_plan(columns, name)
+    return read_plan(columns, name), itertools.chain(held, replies)
 
 
 def _table(raw: bytes, plan: ReadPlan, on_invalid: OnInvalid) -> pa.Table | Misfit:

@@ -12,18 +12,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import bson
-from bson import Binary
 from bson.errors import InvalidBSON
 
 from ..codec import hydrator
 from ..plan import Command
 from . import cursor
-from .validity import PERMISSIVE, RawBatch
+from .validity import RawBatch
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
@@ -65,20 +63,8 @@ def _one_by_one(batch: RawBatch, codec: Any) -> list[dict[str, Any]]:
         try:
             out.append(bson.decode(data, codec_options=codec))
         except _UNDECODABLE:
-            out.append(_uuids(bson.decode(data, codec_options=PERMISSIVE)))
+            out.append(cursor.uuids(bson.decode(data, codec_options=cursor.PERMISSIVE)))
     return out
-
-
-def _uuids(value: Any) -> Any:
-    """Subtype-4 binaries of 16 bytes as ``uuid.UUID`` (as the collection's codec reads
-    them); anything else as it is."""
-    if isinstance(value, Binary) and value.subtype == 4 and len(value) == 16:
-        return uuid.UUID(bytes=bytes(value))
-    if isinstance(value, dict):
-        return {k: _uuids(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_uuids(v) for v in value]
-    return value
 
 
 def documents(collection: Collection[Any], command: Command) -> Iterator[dict[str, Any]]:

@@ -48,17 +48,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bson import Binary, DatetimeMS
 from bson.binary import UuidRepresentation
-from bson.codec_options import DatetimeConversion
 
 from ..codec import ABSENT, base_kind, describe_value, expected, fits, is_nan, misfit_message
 from ..columns import Column
-from ..connection import CODEC_OPTIONS
 from ..errors import DocumentValidationError
 from ..expr.bind import Kind
+from .cursor import PERMISSIVE, uuids
 from .decode import ReadPlan, parent_rows
 
 __all__ = [
-    "PERMISSIVE",
     "Misfit",
     "OnInvalid",
     "RawBatch",
@@ -71,12 +69,6 @@ __all__ = [
 
 OnInvalid = Literal["raise", "null"]
 
-PERMISSIVE = CODEC_OPTIONS.with_options(
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-    uuid_representation=UuidRepresentation.UNSPECIFIED,
-)
-"""Decodes any stored value: dates out of Python's range as ``DatetimeMS``, subtype-4
-binaries of any length as ``Binary``."""
 
 _INT64_LIMIT = 2.0**63
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -131,7 +123,7 @@ class RawBatch:
         return found
 
     def docs(self) -> list[dict[str, Any]]:
-        return bson.decode_all(self.raw, codec_options=PERMISSIVE)
+        return [uuids(doc) for doc in bson.decode_all(self.raw, codec_options=PERMISSIVE)]
 
     def rows_at(self, positions: np.ndarray) -> np.ndarray:
         """The rows whose documents hold the byte ``positions``."""
