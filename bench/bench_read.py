@@ -41,13 +41,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bson
 import psutil
 import pymongo
 from bench_load import Status, User, make_docs
+from bench_query import Returned
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import monitoring
 from pymongoarrow.api import Schema, find_arrow_all, find_polars_all
 
 import loom_frames as lm
@@ -79,31 +78,6 @@ class PlainUser(BaseModel):
     score: float
     is_active: bool
     status: Status
-
-
-class Returned(monitoring.CommandListener):
-    """Documents and bytes in the server's replies."""
-
-    def __init__(self) -> None:
-        self.docs = self.bytes = 0
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        cursor = event.reply.get("cursor")
-        if not cursor:
-            return
-        for item in cursor.get("firstBatch", cursor.get("nextBatch", [])):
-            if isinstance(item, bytes):
-                self.bytes += len(item)
-                self.docs += len(bson.decode_all(item))
-            else:
-                self.bytes += len(bson.encode(item))
-                self.docs += 1
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 def dirty(docs: list[dict[str, Any]], seed: int = 11) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ classified with the reference rule (:func:`loom_frames.codec.problem`) and:
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import itertools
 import math
 import os
@@ -30,25 +29,16 @@ from bson import Binary, DatetimeMS, Decimal128, Int64, ObjectId
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from test_load import Color, Level
 
 import loom_frames as lm
 from loom_frames import ObjectIdField, Persistable, declare_persist_db
 from loom_frames.codec import ABSENT, problem
 from loom_frames.columns import model_columns
 from loom_frames.expr import Kind
-from loom_frames.read.frames import find_table, iter_batches
 from loom_frames.read.cursor import PERMISSIVE
+from loom_frames.read.frames import find_table, iter_batches
 from loom_frames.schema import arrow_schema
-
-
-class Color(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-class Level(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
 
 
 class Address(BaseModel):
