@@ -198,13 +198,15 @@ def _pylist(table: pa.Table) -> list[dict[str, Any]]:
     return pa.table(columns).to_pylist()
 
 
-def same(a: Any, b: Any) -> bool:
+def identical(a: Any, b: Any) -> bool:
+    """Equal values of the same types (NaN equals NaN): stricter than test_load.same,
+    which lets numbers of different types match."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(identical(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -265,10 +267,10 @@ def test_frames_and_objects_follow_the_rule_document_by_document(
     for row, doc in zip(rows, stored, strict=True):
         for col in columns:
             want = expected(doc.get(col.key, ABSENT), col)
-            assert same(row[col.name], want), (col.name, row[col.name], want, doc)
+            assert identical(row[col.name], want), (col.name, row[col.name], want, doc)
     batches = list(iter_batches(coll, schema, sort=[("_id", 1)], batch_size=2,
                                 on_invalid="null"))
-    assert same(_pylist(pa.Table.from_batches(batches, schema=schema)), rows)
+    assert identical(_pylist(pa.Table.from_batches(batches, schema=schema)), rows)
 
     misfits = [d["_id"] for d in stored if any(object_misfit(d.get(c.key, ABSENT), c)
                                                for c in columns)]
