@@ -451,6 +451,17 @@ def hydrate(model: type[Persistable], doc: dict[str, Any]) -> Persistable:
     its member, a sub-document to its model); other models go through
     ``model_validate``. The fetched document itself becomes the object's snapshot (what
     ``persist()`` compares with).
+
+    >>> from bson import ObjectId
+    >>> user = hydrate(User, {"_id": ObjectId("64f8a0000000000000000001"), "name": "Ann",
+    ...                       "age": 30.0})
+    >>> user.age, user.is_stored
+    (30, True)
+    >>> hydrate(User, {"_id": ObjectId("64f8a0000000000000000001"), "name": "Ann",
+    ...                "age": "30"})
+    Traceback (most recent call last):
+    ...
+    loom_frames.errors.DocumentValidationError: document _id=ObjectId('64f8a0000000000000000001') in app.users does not fit User: field 'age' holds '30' (string), expected an integer (int32/int64, or a double without a fraction). Hint: fix the stored value (load_polars(on_invalid='null') reads the other documents, with such values as null).
     """
     return _builder(model)(doc)
 

@@ -88,7 +88,11 @@ def open_collection(
     database: str, collection: str, model: type[Persistable] | None = None
 ) -> Collection[Any]:
     """The collection a command reads: the model's own (created and indexed on first
-    use), or any collection with the library's codec options."""
+    use), or any collection with the library's codec options.
+
+    >>> open_collection("app", "users").name  # doctest: +SKIP
+    'users'
+    """
     with driver_errors(f"opening {database}.{collection}"):
         if model is not None:
             return model.collection()  # type: ignore[no-any-return]
@@ -106,7 +110,12 @@ def raw_batches(
     """The command's result as raw BSON batches (one bytes object per server reply),
     with its own projection: what pymongoarrow decodes, and what the validity check
     looks at again. ``options`` go to the driver (``hint``, ``collation``, ``comment``,
-    ``max_time_ms``, ...). ``batch_size`` None: the server's own batches."""
+    ``max_time_ms``, ...). ``batch_size`` None: the server's own batches.
+
+    >>> replies = raw_batches(User.collection(), User.filter().compile(), batch_size=None)  # doctest: +SKIP
+    >>> len(next(replies))  # bytes of the first reply  # doctest: +SKIP
+    14966
+    """
     sized: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
     extra: dict[str, Any] = dict(options or {})
     with driver_errors(what + reading(command)):
@@ -133,7 +142,11 @@ def raw_batches(
 def documents(
     collection: Collection[Any], command: Command, *, limit: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """The command's result as decoded documents (at most ``limit`` when given)."""
+    """The command's result as decoded documents (at most ``limit`` when given).
+
+    >>> next(documents(User.collection(), User.filter().compile(), limit=1))  # doctest: +SKIP
+    {'_id': ObjectId('...'), 'name': 'Ann', 'age': 30, ...}
+    """
     with driver_errors(reading(command)):
         if command.operation == "find":
             cursor: Any = collection.find(
@@ -154,7 +167,11 @@ def documents(
 
 def sample(collection: Collection[Any], command: Command, limit: int | None) -> list[Any]:
     """The command's first ``limit`` result documents (all of them for None), decoded
-    permissively (any stored value decodes): what a schema is inferred from."""
+    permissively (any stored value decodes): what a schema is inferred from.
+
+    >>> sample(User.collection(), User.filter().compile(), 2)  # doctest: +SKIP
+    [{'_id': ObjectId('...'), ...}, {'_id': ObjectId('...'), ...}]
+    """
     docs: list[Any] = []
     for raw in raw_batches(collection, command, batch_size=None, what="sampling: "):
         docs.extend(uuids(doc) for doc in bson.decode_all(raw, codec_options=PERMISSIVE))
@@ -165,7 +182,11 @@ def sample(collection: Collection[Any], command: Command, limit: int | None) -> 
 
 def first_id(collection: Collection[Any], command: Command, key: str, value: Any) -> Any:
     """The ``_id`` of the first result document holding ``value`` under ``key`` (for an
-    error's message when the result's projection left ``_id`` out), or None."""
+    error's message when the result's projection left ``_id`` out), or None.
+
+    >>> first_id(User.collection(), User.filter().select("age").compile(), "age", "old")  # doctest: +SKIP
+    ObjectId('...')
+    """
     stages = [dict(s) for s in command.stages(projected=False)]
     stages += [{"$match": {key: {"$eq": value}}}, {"$project": {"_id": 1}}, {"$limit": 1}]
     with driver_errors("naming a document that does not fit: " + reading(command)):
@@ -175,7 +196,11 @@ def first_id(collection: Collection[Any], command: Command, key: str, value: Any
 
 def count(collection: Collection[Any], command: Command) -> int:
     """The number of result rows, counted by the server: a find's filter, skip and limit
-    by ``count_documents``, a pipeline by ``$count``. No document is loaded."""
+    by ``count_documents``, a pipeline by ``$count``. No document is loaded.
+
+    >>> count(User.collection(), User.filter(lm.fld["age"] > 25).compile())  # doctest: +SKIP
+    42
+    """
     with driver_errors("counting: " + reading(command, "aggregate")):
         if command.operation == "find":
             kwargs: dict[str, Any] = {}

@@ -77,6 +77,11 @@ def load_table(
 
     ``batch_size`` None: the server's own batches, or replies of 10,000 documents while
     progress is watched, so a bar moves.
+
+    >>> load_table(User.collection(), User.filter(lm.fld["age"] > 25).compile())  # doctest: +SKIP
+    pyarrow.Table
+    id: string
+    ...
     """
     check_on_invalid(on_invalid)
     check_progress(progress)
@@ -98,7 +103,12 @@ def load_batches(
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """A command's result as record batches of at most ``batch_size`` rows, one server
-    reply at a time (bounded memory). No batch for no result."""
+    reply at a time (bounded memory). No batch for no result.
+
+    >>> batches = load_batches(User.collection(), User.filter().compile(), batch_size=1000)  # doctest: +SKIP
+    >>> sum(b.num_rows for b in batches)  # doctest: +SKIP
+    123456
+    """
     check_on_invalid(on_invalid)
     check_progress(progress)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -123,7 +133,12 @@ def load_tables(
     progress: Progress = "auto",
 ) -> Iterator[pa.Table]:
     """A command's result as one table per server reply (replies of at most
-    ``batch_size`` documents; None: the server's own). What a scan streams."""
+    ``batch_size`` documents; None: the server's own). What a scan streams.
+
+    >>> [t.num_rows for t in load_tables(User.collection(), User.filter().compile(),  # doctest: +SKIP
+    ...                                  batch_size=50_000)]
+    [50000, 50000, 23456]
+    """
     check_on_invalid(on_invalid)
     check_progress(progress)
     return _read(collection, command, on_invalid, progress, batch_size, None)

@@ -34,7 +34,10 @@ __all__ = ["documents", "load_objects"]
 def load_objects(
     model: type[Persistable], collection: Collection[Any], command: Command
 ) -> list[Any]:
-    """Whole stored documents as ``model`` objects (their documents as snapshots)."""
+    """Whole stored documents as ``model`` objects (their documents as snapshots).
+
+    >>> users = load_objects(User, User.collection(), User.filter().compile())  # doctest: +SKIP
+    """
     build = hydrator(model)
     codec = collection.codec_options
     out: list[Any] = []
@@ -68,7 +71,11 @@ def _one_by_one(batch: RawBatch, codec: Any) -> list[dict[str, Any]]:
 
 
 def documents(collection: Collection[Any], command: Command) -> Iterator[dict[str, Any]]:
-    """The result documents as dicts (a raw pipeline's own shape)."""
+    """The result documents as dicts (a raw pipeline's own shape).
+
+    >>> next(documents(User.collection(), User.agg([{"$count": "n"}]).compile()))  # doctest: +SKIP
+    {'n': 123456}
+    """
     return cursor.documents(collection, command)
 
 
