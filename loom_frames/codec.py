@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import enum
+import functools
 import math
 import uuid
 import weakref
@@ -100,6 +101,7 @@ def is_nan(value: Any) -> bool:
     return type(value) is float and math.isnan(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def base_kind(col: Column) -> Kind:
     """The kind whose stored types a column takes (an Enum/Literal by its values' type).
 
@@ -508,9 +510,7 @@ class _ObjectBuilder:
         self.fields = tuple(_field_plan(model, col) for col in self.columns)
         self.names = tuple(col.name for col in self.columns)
         self.fast = _plain_model(model) and all(plan[3] is not None for plan in self.fields)
-        self.private = tuple(
-            (name, attr) for name, attr in model.__private_attributes__.items()
-        )
+        self.private = _private_defaults(model)
 
     def __call__(self, doc: dict[str, Any]) -> Any:
         try:
@@ -538,7 +538,10 @@ class _ObjectBuilder:
         _setattr(obj, "__pydantic_fields_set__",
                  set(self.names) if missing is None else set(self.names) - missing)
         _setattr(obj, "__pydantic_extra__", None)
-        private = {name: attr.get_default(call_default_factory=True) for name, attr in self.private}
+        shared, factories = self.private
+        private = dict(shared)
+        for name, factory in factories:
+            private[name] = factory()
         private["_loom_saved"] = doc
         _setattr(obj, "__pydantic_private__", private)
         return obj
@@ -579,6 +582,22 @@ class _ObjectBuilder:
 
 _new = object.__new__
 _setattr = object.__setattr__
+_IMMUTABLE = (type(None), bool, int, float, str, bytes, tuple, frozenset)
+
+
+def _private_defaults(model: type[BaseModel]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """A model's private attributes' defaults: the immutable ones shared, and a factory
+    for each other one (what ``model_construct`` gives every object afresh)."""
+    shared: dict[str, Any] = {}
+    factories: list[tuple[str, Any]] = []
+    for name, attr in model.__private_attributes__.items():
+        if attr.default_factory is not None:
+            factories.append((name, attr.default_factory))
+        elif isinstance(attr.default, _IMMUTABLE):
+            shared[name] = attr.default
+        else:
+            factories.append((name, lambda a=attr: a.get_default(call_default_factory=True)))
+    return shared, factories
 _CASE = {"str_lower": str.lower, "str_upper": str.upper}
 
 
@@ -671,7 +690,7 @@ def _converter(col: Column, path: str) -> Callable[[Any], Any] | None:
         if any(p is None for p in plans):
             return None
         names = tuple(child.name for child in col.children)
-        private = tuple(nested.__private_attributes__.items())
+        private = _private_defaults(nested) if nested.__private_attributes__ else None
 
         def convert_struct(value: Any) -> Any:
             if value is None or is_nan(value):
@@ -691,8 +710,13 @@ def _converter(col: Column, path: str) -> Callable[[Any], Any] | None:
             _setattr(obj, "__dict__", values)
             _setattr(obj, "__pydantic_fields_set__", present)
             _setattr(obj, "__pydantic_extra__", None)
-            _setattr(obj, "__pydantic_private__",
-                     {n: a.get_default(call_default_factory=True) for n, a in private} if private else None)
+            if private is None:
+                _setattr(obj, "__pydantic_private__", None)
+            else:
+                own = dict(private[0])
+                for name, factory in private[1]:
+                    own[name] = factory()
+                _setattr(obj, "__pydantic_private__", own)
             return obj
 
         return convert_struct
@@ -702,8 +726,13 @@ def _converter(col: Column, path: str) -> Callable[[Any], Any] | None:
     if col.kind is Kind.ENUM and col.enum_type is not None:
         members = col.enum_type._value2member_map_
     base = base_kind(col)
+    stored_type = {Kind.STR: str, Kind.INT: int, Kind.FLOAT: float}.get(base)
 
     def convert(value: Any) -> Any:
+        if members is not None and type(value) is stored_type:  # an enum's usual case
+            member = members.get(value)
+            if member is not None:
+                return member
         if value is None or (is_nan(value) and base is not Kind.FLOAT):
             return absent(value)
         if not fits(value, col, frame=False):

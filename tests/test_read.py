@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -160,6 +161,35 @@ def test_scan_with_on_invalid(Reading: Any) -> None:
     assert scanned.height == 6 and scanned["count"].null_count() == 1  # 2.5 >= 0 in MongoDB
     with pytest.raises(ValueError, match="did you mean 'null'"):
         Reading.scan(on_invalid="nul")
+
+
+def test_sparse_fields_are_settled_for_the_whole_batch(db_name: str) -> None:
+    # most documents lack "note" and "where": two counts over the reply settle them (a
+    # look per row otherwise); a present wrong type still makes the counts disagree
+    class Where(BaseModel):
+        city: str | None = None
+
+    @declare_persist_db(db_name=db_name, collection_name="sparse")
+    class Sparse(Persistable):
+        n: int
+        note: str | None = None
+        where: Where | None = None
+        level: float | None = None
+
+    docs: list[dict[str, Any]] = [{"n": i} for i in range(3000)]
+    docs[10].update(note=None, where=None)  # explicit nulls
+    docs[20].update(note="x", where={"city": "Oslo"}, level=float("nan"))
+    docs[30].update(where={})
+    Sparse.collection().insert_many(docs)
+    frame = Sparse.filter().sort("n").load_polars()
+    assert frame["note"].null_count() == 2999 and frame["where"].null_count() == 2998
+    assert frame["where"][30] == {"city": None} and frame["where"][20] == {"city": "Oslo"}
+    assert frame["level"].is_nan().to_list()[20] and frame["level"].null_count() == 2999
+    bad = Sparse.collection().insert_one({"n": 5000, "note": 7, "where": "Rome"}).inserted_id
+    with pytest.raises(lm.DocumentValidationError, match=re.escape(f"_id={bad!r}")):
+        Sparse.filter().load_table()
+    nulled = Sparse.filter().sort("n").load_polars(on_invalid="null")
+    assert nulled.row(3000, named=True)["note"] is None and nulled["where"][3000] is None
 
 
 # ---------------------------------------------------------------- inference

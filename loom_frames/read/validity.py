@@ -131,7 +131,9 @@ class RawBatch:
 
 
 # ---------------------------------------------------------------------- suspects
-_ABSENT, _EMPTY, _FULL = 0, 1, 2  # how a suspect cell is settled (see _quick)
+# How a suspect cell is settled: _ABSENT / _EMPTY by a look at its document's bytes
+# (see _quick), _FULL by decoding it; _NULL is settled already (the cell becomes null).
+_ABSENT, _EMPTY, _FULL, _NULL = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +144,9 @@ class _Check:
     nulls_cell: bool = False  # settled as absent, the cell must become null (a struct)
 
 
-def _checks(arr: pa.Array, col: Column, *, top: bool) -> list[_Check]:
+def _checks(arr: pa.Array, col: Column, raw: bytes | None, *, top: bool) -> list[_Check]:
     """The suspect rows of one storage array (a column, or a struct field outside
-    lists), with how each kind can be settled."""
+    lists; ``raw`` None inside lists), with how each kind can be settled."""
     key = col.key.encode() + b"\x00"
     out: list[_Check] = []
     n = len(arr)
@@ -154,11 +156,14 @@ def _checks(arr: pa.Array, col: Column, *, top: bool) -> list[_Check]:
             [c.is_null().to_numpy(zero_copy_only=False) for c in children]
         ) if children else np.ones(n, dtype=bool)
         if hollow.any():
-            out.append(_Check(hollow, _ABSENT if top else _FULL, key, nulls_cell=True))
+            if top and raw is not None and _all_absent(raw, key, n, int(hollow.sum())):
+                out.append(_Check(hollow, _NULL, key))  # sparse: missing sub-documents
+            else:
+                out.append(_Check(hollow, _ABSENT if top else _FULL, key, nulls_cell=True))
         for child_arr, child in zip(children, col.children, strict=True):
-            out.extend(_checks(child_arr, child, top=False))
+            out.extend(_checks(child_arr, child, raw, top=False))
         return out
-    if arr.null_count:
+    if arr.null_count and not (raw is not None and _all_absent(raw, key, n, arr.null_count)):
         out.append(_Check(arr.is_null().to_numpy(zero_copy_only=False), _ABSENT, key))
     if col.kind is Kind.LIST:
         assert col.item is not None
@@ -176,9 +181,22 @@ def _checks(arr: pa.Array, col: Column, *, top: bool) -> list[_Check]:
     return out
 
 
+def _all_absent(raw: bytes, key: bytes, rows: int, nulls: int) -> bool:
+    """True when each of the ``nulls`` null cells (of ``rows``) is missing or null in the
+    batch ``raw``, decided from two counts over the batch instead of a look per row
+    (when there are many: a sparse field). Each other cell holds its key once; if the
+    key occurs no more often than that, apart from null elements, no null cell holds a
+    value.
+    """
+    if nulls * 750 <= len(raw):  # few: the rows' own looks are cheaper
+        return False
+    others = raw.count(key) - raw.count(b"\x0a" + key)
+    return others == rows - nulls
+
+
 def _element_suspects(values: pa.Array, col: Column) -> np.ndarray | None:
     """Elements of a list needing a look (any kind: only decoding can settle them)."""
-    found = [c.mask for c in _checks(values, col, top=False)]
+    found = [c.mask for c in _checks(values, col, None, top=False)]
     if not found:
         return None
     return np.logical_or.reduce(found)
@@ -309,12 +327,16 @@ def settle(
         if col.free_form:
             checks.append([])
             continue
-        found = _checks(arr, col, top=True)
+        found = _checks(arr, col, batch.raw, top=True)
         key = col.key.encode() + b"\x00"
         for extra in (nominated[index], doubles.get(index)):
             if extra is not None:
                 found.append(_Check(extra, _FULL, key))
         checks.append(found)
+    for index, found in enumerate(checks):  # vectorised: cells known to be null
+        for check in [c for c in found if c.test == _NULL]:
+            arrays[index] = _nulled(arrays[index], check.mask)
+            found.remove(check)
     if not any(checks):
         return arrays
     suspect = np.logical_or.reduce([c.mask for found in checks for c in found])
@@ -346,6 +368,13 @@ def settle(
         _patched(arr, rows, values) if rows else arr
         for arr, (rows, values) in zip(arrays, patches, strict=True)
     ]
+
+
+def _nulled(arr: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``arr`` (a struct array) with the cells at ``rows`` null."""
+    mask = rows if arr.null_count == 0 else rows | arr.is_null().to_numpy(zero_copy_only=False)
+    fields = [arr.field(i) for i in range(arr.type.num_fields)]
+    return pa.StructArray.from_arrays(fields, fields=list(arr.type), mask=pa.array(mask))
 
 
 def _patched(arr: pa.Array, rows: list[int], values: list[Any]) -> pa.Array:
