@@ -155,7 +155,7 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
         _last[:] = [plan]
         pushed = plan.query
         tables = load_tables(pushed._collection(), pushed.compile(),
-                             batch_size=batch_size or 65_536, on_invalid=on_invalid)  # type: ignore[arg-type]
+                             batch_size=batch_size, on_invalid=on_invalid)  # type: ignore[arg-type]
         for table in tables:
             df = pl.from_arrow(table)
             assert isinstance(df, pl.DataFrame)
