@@ -202,6 +202,17 @@ def frozen() -> Iterator[EmbeddedServer]:
         server.stop()
 
 
+def _wait_stopped(pid: int) -> None:
+    """Until the kernel reports process ``pid`` stopped (state T)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_a_frozen_server_says_what_to_check(frozen: EmbeddedServer, client: Any) -> None:
     @declare_persist_db(db_name="loomtest_frozen", collection_name="things")
     class Thing(Persistable):
@@ -212,7 +223,8 @@ def test_a_frozen_server_says_what_to_check(frozen: EmbeddedServer, client: Any)
                                 serverSelectionTimeoutMS="2000"))
         Thing(n=1).persist()
         os.kill(frozen.pid, signal.SIGSTOP)
-        start = time.monotonic()
+        _wait_stopped(frozen.pid)  # a signal is delivered asynchronously: a request sent
+        start = time.monotonic()   # right after kill() could still be answered
         with pytest.raises(lm.ConnectionFailedError) as info:
             Thing.filter().load_many()
         assert time.monotonic() - start < 20
