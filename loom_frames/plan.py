@@ -221,7 +221,7 @@ def _advance(frame: Frame, step: Step) -> Frame:
         return Frame(cols, documents=False, whole=False, name=frame.name)
     was = dict(frame.computed)
     if isinstance(step, Select):
-        if frame.documents and all(_plain(e) for _, e in step.items):
+        if frame.documents and _projection_only(step.items):
             sources = [(name, frame.column(_field_name(e))) for name, e in step.items]
             cols = tuple(_renamed(col, name, keep_key=True) for name, col in sources)
             computed = tuple((name, was[col.name]) for name, col in sources if col.name in was)
@@ -314,6 +314,15 @@ def _sources(
         elif "." not in expr.node.name and expr.node.name in was:
             out.append((name, was[expr.node.name]))
     return tuple(out)
+
+
+def _projection_only(items: Sequence[tuple[str, Expr]]) -> bool:
+    """True when a selection is a ``find`` projection: plain stored fields, each once (a
+    field selected twice under two names is computed, by a ``$project``)."""
+    if not all(_plain(e) for _, e in items):
+        return False
+    fields = [_field_name(e) for _, e in items]
+    return len(set(fields)) == len(fields)
 
 
 def _plain(expr: Expr) -> bool:
@@ -569,7 +578,7 @@ def _stages(
     if isinstance(step, Pipeline):
         return [dict(s) for s in step.stages]
     if isinstance(step, Select):
-        if frame.documents and all(_plain(e) for _, e in step.items):
+        if frame.documents and _projection_only(step.items):
             return []  # the projection follows from the output schema
         stages, values, _ = _computing(step.items)
         return [*stages, {"$project": {"_id": 0, **values}}]

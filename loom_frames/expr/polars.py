@@ -392,26 +392,28 @@ def _(node: n.Arithmetic) -> pl.Expr:
             return left / (pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right)
         return pl.when(right != 0).then(left / right)  # null where MongoDB would raise
     if isinstance(node, n.Mod):  # Polars floors; MongoDB truncates (sign of the dividend)
-        if kind_of(node) is Kind.FLOAT:  # fmod, exactly: floored and truncated agree on |x|
-            rem = left.abs() % right.abs()
-            rem = pl.when(right.is_infinite() & left.is_finite()).then(left.abs()).otherwise(rem)
-            signed = pl.when(left < 0).then(-rem).otherwise(rem)
-            # fmod(+-inf, m) is NaN (IEEE, as MongoDB); Polars' floored % gives -inf.
-            signed = pl.when(left.is_infinite()).then(float("nan")).otherwise(signed)
-            return pl.when(right != 0).then(signed)
+        if kind_of(node) is Kind.FLOAT:
+            return pl.when(right != 0).then(_fmod(left, right))
         rem = left % right
         fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
         return pl.when(right != 0).then(fixed)
-    if isinstance(node, n.FloorDiv):
-        if kind_of(node) is not Kind.FLOAT:
-            return pl.when(right != 0).then(left // right)
-        if isinstance(node.right, n.Literal):  # exact IEEE division, as for / above
-            right = pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right
-        return pl.when(right != 0).then((left / right).floor())
+    if isinstance(node, n.FloorDiv):  # MongoDB: $floor of the (double) quotient
+        quotient = left.cast(pl.Float64) / (
+            pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right  # exact IEEE division,
+            if isinstance(node.right, n.Literal) else right)       # as for / above
+        out = quotient.floor()
+        if kind_of(node) is Kind.INT:  # $toLong
+            out = out.cast(pl.Int64)
+        return pl.when(right != 0).then(out)
     if isinstance(node, n.Pow):
         if kind_of(node) is Kind.FLOAT:
             left = left.cast(pl.Float64)
         out = left.pow(right)
+        if kind_of(node) is Kind.FLOAT:
+            # C's pow (MongoDB's $pow): (-inf) ** y is +inf for y > 0 not an integer;
+            # Polars computes x ** 0.5 as sqrt(x), NaN for -inf.
+            out = pl.when((left == float("-inf")) & (right > 0) & (right.floor() != right)
+                          ).then(float("inf")).otherwise(out)
         if isinstance(node.right, n.Literal) and node.right.value >= 0:
             return out
         return pl.when((left == 0) & (right < 0)).then(None).otherwise(out)
@@ -600,3 +602,22 @@ def _window(node: n.Node) -> pl.Expr:
 @_val.register(n.Shift)
 def _(node: n.Node) -> pl.Expr:
     return _window(node)
+
+
+def _fmod(left: pl.Expr, right: pl.Expr) -> pl.Expr:
+    """C's ``fmod``: exact, with the sign of the dividend, NaN for an infinite dividend,
+    the dividend for an infinite divisor (IEEE; MongoDB's ``$mod`` of doubles). Polars'
+    float ``%`` floors a rounded quotient (``8479510025553041.0 % 1.5`` gives ``1.0``,
+    ``2.0 % 1e-308`` gives ``-inf``), so the value comes from numpy's ``fmod``."""
+
+    def fmod(pair: pl.Series) -> pl.Series:
+        import numpy as np
+
+        x, m = pair.struct[0], pair.struct[1]
+        with np.errstate(all="ignore"):
+            out = np.fmod(x.to_numpy(), m.to_numpy())
+        return pl.Series(x.name, out, dtype=pl.Float64).set(x.is_null() | m.is_null(), None)
+
+    # The struct (and so the result) is named after the dividend, as Polars names x % m.
+    pair = pl.struct(left.cast(pl.Float64), right.cast(pl.Float64).alias("__loom_divisor"))
+    return pair.map_batches(fmod, return_dtype=pl.Float64, is_elementwise=True)
