@@ -10,7 +10,9 @@
 * :func:`hydrate` / :func:`document_projection`: a stored document back into an object;
 * :func:`same`: MongoDB's equality of two stored values, decided client side, which is
   how ``persist()`` and ``upsert_dataframe`` both tell a change from no change;
-* :data:`ABSENT`: a field the document does not have (MongoDB's "missing", not null).
+* :data:`ABSENT`: a field the document does not have (MongoDB's "missing", not null);
+* :func:`json_text` / :func:`from_json_text`: a free-form value (``dict``, ``Any``, ...)
+  as a frame holds it, relaxed Extended JSON text, and back (what a frame write reads).
 
 **Stored values.** A value fits a field when its BSON type is one the field is stored as,
 with the leniency MongoDB's own numbers have: an ``int`` field takes int32, int64, a
@@ -937,3 +939,42 @@ def _is_nan(value: Any) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     return isinstance(value, Decimal) and value.is_nan()
+
+
+# ------------------------------------------------------------------ free-form values
+def _relaxed() -> Any:
+    import bson.json_util
+    from bson.binary import UuidRepresentation
+
+    return bson.json_util.JSONOptions(
+        json_mode=bson.json_util.JSONMode.RELAXED,
+        datetime_representation=bson.json_util.DatetimeRepresentation.ISO8601,
+        uuid_representation=UuidRepresentation.STANDARD,
+        tz_aware=True, tzinfo=_dt.UTC,
+    )
+
+
+def json_text(value: Any) -> str | None:
+    """A free-form value as a frame holds it: relaxed Extended JSON text (None for null or
+    missing).
+
+    >>> json_text({"source": "web", "n": 2, "at": _dt.datetime(2024, 5, 1, tzinfo=_dt.UTC)})
+    '{"source": "web", "n": 2, "at": {"$date": "2024-05-01T00:00:00Z"}}'
+    """
+    if value is None or value is ABSENT:
+        return None
+    import bson.json_util
+
+    return bson.json_util.dumps(value, json_options=_relaxed())
+
+
+def from_json_text(text: str) -> Any:
+    """The value of a free-form field's frame text (:func:`json_text`'s inverse), as a
+    frame write stores it.
+
+    >>> from_json_text('{"n": 2, "at": {"$date": "2024-05-01T00:00:00Z"}}')
+    {'n': 2, 'at': datetime.datetime(2024, 5, 1, 0, 0, tzinfo=datetime.timezone.utc)}
+    """
+    import bson.json_util
+
+    return bson.json_util.loads(text, json_options=_relaxed())

@@ -337,3 +337,23 @@ def test_objects_built_directly_equal_model_validate(data: st.DataObject) -> Non
     assert {k: type(v) for k, v in built.__dict__.items()} == {
         k: type(v) for k, v in validated.__dict__.items()}
     assert built._loom_saved == doc and built._loom_auto_times == set()
+
+
+def test_a_loaded_frame_with_free_form_fields_writes_back_what_was_stored(db_name: str) -> None:
+    @declare_persist_db(db_name=db_name, collection_name="ff", unique=["kind"])
+    class Tagged(Persistable):
+        kind: str
+        meta: dict[str, Any] = {}
+        extra: Any = None
+
+    Tagged(kind="a", meta={"n": 1, "tags": ["x"], "at": dt.datetime(2024, 5, 1, tzinfo=dt.UTC)},
+           extra=[1, "two"]).persist()
+    before = list(Tagged.collection().find({}, {"_id": 0, "meta": 1, "extra": 1}))
+    frame = Tagged.filter().load_polars()
+    assert Tagged.upsert_dataframe(frame, on=["kind"]).unchanged == 1  # the text reads back
+    changed = frame.with_columns(meta=pl.lit('{"n": 2}'))
+    assert Tagged.upsert_dataframe(changed, on=["kind"]).updated == 1
+    assert Tagged.collection().find_one({}, {"_id": 0, "meta": 1}) == {"meta": {"n": 2}}
+    assert before[0]["extra"] == [1, "two"]
+    with pytest.raises(lm.FrameValidationError, match="not Extended JSON text"):
+        Tagged.upsert_dataframe(frame.with_columns(meta=pl.lit("not json")), on=["kind"])

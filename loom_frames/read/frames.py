@@ -27,6 +27,7 @@ import pyarrow as pa
 from ..errors import PlanError, did_you_mean
 from ..plan import Command
 from ..progress import Progress, Reporter, check_progress
+from ..codec import json_text
 from ..schema import columns_from_arrow, projection_of, schema_name
 from . import cursor
 from .decode import ReadPlan, array, convert, decode, read_plan
@@ -35,7 +36,6 @@ from .validity import (
     OnInvalid,
     RawBatch,
     check_on_invalid,
-    json_text,
     misfit_error,
     settle,
 )

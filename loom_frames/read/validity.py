@@ -49,7 +49,16 @@ import pyarrow.compute as pc
 from bson import Binary, DatetimeMS
 from bson.binary import UuidRepresentation
 
-from ..codec import ABSENT, base_kind, describe_value, expected, fits, is_nan, misfit_message
+from ..codec import (
+    ABSENT,
+    base_kind,
+    describe_value,
+    expected,
+    fits,
+    is_nan,
+    json_text,
+    misfit_message,
+)
 from ..columns import Column
 from ..errors import DocumentValidationError
 from ..expr.bind import Kind
@@ -62,7 +71,6 @@ __all__ = [
     "RawBatch",
     "check_on_invalid",
     "frame_value",
-    "json_text",
     "misfit_error",
     "settle",
 ]
@@ -455,26 +463,6 @@ def _millis(value: Any) -> int:
         value = value.replace(tzinfo=_dt.UTC)
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-_RELAXED = bson.json_util.JSONOptions(
-    json_mode=bson.json_util.JSONMode.RELAXED,
-    datetime_representation=bson.json_util.DatetimeRepresentation.ISO8601,
-    uuid_representation=UuidRepresentation.STANDARD,
-)
-
-
-def json_text(value: Any) -> str | None:
-    """A free-form value as relaxed Extended JSON text (None for null or missing).
-
-    >>> json_text({"source": "web", "n": 2, "at": _dt.datetime(2024, 5, 1, tzinfo=_dt.UTC)})
-    '{"source": "web", "n": 2, "at": {"$date": "2024-05-01T00:00:00Z"}}'
-    """
-    if value is None or value is ABSENT:
-        return None
-    import bson.json_util
-
-    return bson.json_util.dumps(value, json_options=_RELAXED)
 
 
 # ---------------------------------------------------------------------- messages

@@ -23,6 +23,9 @@ The rules (README "Writing frames back"):
   or Arrow NaN is a float value and stored as NaN;
 * ids: an ``id``/``_id`` column of 24-hex strings (or ObjectIds in pandas) is the
   document id; rows without one get new ObjectIds, generated client side;
+* a free-form field (``dict``, ``Any``, ...) given as a string column is Extended JSON
+  text, as the loaders give it (``codec.from_json_text``); other column types are its
+  values themselves;
 * a pandas index: a level named after a field (or ``id``/``_id``) is that column
   (``df.set_index("id")`` writes its ids); an unnamed integer index is pandas' row
   labels and is not stored (``result.ids`` comes back on it); any other index holds
@@ -43,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 from bson import ObjectId
 
-from ..codec import document_of, to_bson
+from ..codec import document_of, from_json_text, to_bson
 from ..columns import Column, model_columns
 from ..connection import CODEC_OPTIONS
 from ..errors import FrameValidationError, did_you_mean
@@ -505,8 +508,19 @@ def _object_field(
 
     info = ctx.model.model_fields[col.name]
     adapter = _adapter(ctx.model, col.name)
+    # A free-form field's frame column is Extended JSON text, as the loaders give it:
+    # read it back, so a loaded frame writes back what was stored.
+    as_json = col.free_form and arr is not None and _is_text(arr.type)
 
     def convert(value: Any) -> Any:
+        if as_json:
+            try:
+                value = from_json_text(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"not Extended JSON text ({exc}): a free-form field's string column is "
+                    "read as JSON, as loads write it (a plain string is '\"text\"')"
+                ) from exc
         return _dump(adapter, adapter.validate_python(value))
 
     # An absent column stores the default; a null cell stores None where the field is
@@ -530,6 +544,13 @@ def _object_field(
             except (ValidationError, ValueError, TypeError) as exc:
                 ctx.fail(col, source, row, _first_line(exc))
     return _ObjectField(col.name, col.key, arr, convert, null)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t)
+                or pa.types.is_string_view(t))
 
 
 def _first_line(exc: Exception) -> str:
