@@ -23,6 +23,9 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_expr_compile.py
 	$(PY) bench/bench_query.py
 	$(PY) bench/bench_scan.py
+	$(PY) bench/bench_read.py
+	$(PY) bench/bench_upsert.py
+	$(PY) bench/bench_dask.py
 
 clean:
 	rm -rf $(VENV) .loom .pytest_cache .hypothesis
