@@ -293,72 +293,84 @@ def _start_server(storage: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("the test server did not start")
 
 
-def test_a_server_killed_after_applying_an_insert_loses_or_keeps_it_and_the_retry_stores_once(
-    tmp_path: Path, client: Any
-) -> None:
-    process, port = _start_server(tmp_path / "data")
-    proxy = ReplyDroppingProxy("127.0.0.1", port)
-    via = _client(proxy.uri, serverSelectionTimeoutMS=3000)
+class Killable:
+    """A server on disk behind a reply-dropping proxy: killed at the moment a reply is
+    lost (``kill_on_lost``), restarted on the same data (``restart``)."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage = storage
+        self.process, port = _start_server(storage)
+        self.proxy = ReplyDroppingProxy("127.0.0.1", port)
+        self.killed: list[str] = []
+
+    def kill_on_lost(self, command: str) -> None:
+        """Lose the next reply to ``command``; the server dies right after applying it."""
+
+        def crash(name: str) -> None:
+            self.killed.append(name)
+            self.process.kill()
+
+        self.proxy.hook = crash
+        self.proxy.drop(command, times=1)
+
+    def restart(self) -> None:
+        self.process.wait(30)
+        self.process, port = _start_server(self.storage)
+        self.proxy.upstream = ("127.0.0.1", port)
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.process.kill()
+        self.process.wait(30)
+
+
+@pytest.fixture
+def killable(tmp_path: Path, client: Any) -> Iterator[Killable]:
+    """The library talks to a :class:`Killable` server for one test."""
+    server = Killable(tmp_path / "data")
+    via = _client(server.proxy.uri, serverSelectionTimeoutMS=3000)
+    lm.connect(client=via)
     try:
-        lm.connect(client=via)
-        User = models("killed")["User"]
-        user = User(name="Ann", email="ann@x.org")
-        User(name="Bob", email="bob@x.org").persist()
-        proxy.hook = lambda _name: process.kill()  # the write is applied, then the crash
-        proxy.drop("insert", times=1)
-        with pytest.raises(WriteOutcomeUnknownError):
-            user.persist()
-        assert user.id is not None
-        process.wait(30)
-        process, port = _start_server(tmp_path / "data")  # restarted on the same data
-        proxy.upstream = ("127.0.0.1", port)
-        user.persist()
-        stored = sorted(d["name"] for d in User.collection().find())
-        assert stored == ["Ann", "Bob"]  # durable (--sync-on-commit), and Ann exactly once
+        yield server
     finally:
         lm.connect(client=client)
         via.close()
-        proxy.close()
-        process.kill()
-        process.wait(30)
+        server.close()
+
+
+def test_a_server_killed_after_applying_an_insert_loses_or_keeps_it_and_the_retry_stores_once(
+    killable: Killable
+) -> None:
+    User = models("killed")["User"]
+    user = User(name="Ann", email="ann@x.org")
+    User(name="Bob", email="bob@x.org").persist()
+    killable.kill_on_lost("insert")  # the write is applied, then the crash
+    with pytest.raises(WriteOutcomeUnknownError):
+        user.persist()
+    assert user.id is not None and killable.killed == ["insert"]
+    killable.restart()  # on the same data
+    user.persist()
+    stored = sorted(d["name"] for d in User.collection().find())
+    assert stored == ["Ann", "Bob"]  # durable (--sync-on-commit), and Ann exactly once
 
 
 def test_a_server_killed_during_a_frame_write_leaves_a_result_a_rerun_completes(
-    tmp_path: Path, client: Any
+    killable: Killable
 ) -> None:
-    process, port = _start_server(tmp_path / "data")
-    proxy = ReplyDroppingProxy("127.0.0.1", port)
-    via = _client(proxy.uri, serverSelectionTimeoutMS=3000)
-    try:
-        lm.connect(client=via)
-        Sku = models("killed_frames")["Sku"]
-        df = frame(30)
-        calls: list[str] = []
-
-        def crash(name: str) -> None:
-            calls.append(name)
-            process.kill()
-
-        proxy.hook = crash  # the second batch is applied, then the server dies
-        proxy.before_reply("insert", lambda: proxy.drop("insert", times=1))
-        result = Sku.insert_dataframe(df, batch_size=10, on_error="report")
-        assert calls == ["insert"] and result.rows == 30
-        assert result.inserted == 10  # the first batch; the second unknown; the third not sent
-        outcomes = {f.row // 10: f.outcome for f in result.failed}
-        assert outcomes == {1: "unknown", 2: "not_attempted"}
-        process.wait(30)
-        process, port = _start_server(tmp_path / "data")
-        proxy.upstream = ("127.0.0.1", port)
-        done = Sku.upsert_dataframe(df.with_columns(id=result.ids), on=["id"])
-        assert done.rows == 30 and done.ok
-        assert Sku.collection().count_documents({}) == 30  # every row once
-        assert len(Sku.collection().distinct("sku")) == 30
-    finally:
-        lm.connect(client=client)
-        via.close()
-        proxy.close()
-        process.kill()
-        process.wait(30)
+    Sku = models("killed_frames")["Sku"]
+    df = frame(30)
+    # The second batch is applied, then the server dies: its reply is lost.
+    killable.proxy.before_reply("insert", lambda: killable.kill_on_lost("insert"))
+    result = Sku.insert_dataframe(df, batch_size=10, on_error="report")
+    assert killable.killed == ["insert"] and result.rows == 30
+    assert result.inserted == 10  # the first batch; the second unknown; the third not sent
+    outcomes = {f.row // 10: f.outcome for f in result.failed}
+    assert outcomes == {1: "unknown", 2: "not_attempted"}
+    killable.restart()
+    done = Sku.upsert_dataframe(df.with_columns(id=result.ids), on=["id"])
+    assert done.rows == 30 and done.ok
+    assert Sku.collection().count_documents({}) == 30  # every row once
+    assert len(Sku.collection().distinct("sku")) == 30
 
 
 # ------------------------------------------------------------------ frames: lost replies
