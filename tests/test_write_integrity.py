@@ -10,6 +10,7 @@ write to the server and throws the reply away, so the write IS applied; fail poi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import re
@@ -85,17 +86,23 @@ def _client(uri: str, **options: Any) -> pymongo.MongoClient[Any]:
                                **options)
 
 
+@contextlib.contextmanager
+def library_client(uri: str, restore: Any) -> Iterator[None]:
+    """The library's client is one for ``uri`` inside the block, ``restore`` after."""
+    via = _client(uri, serverSelectionTimeoutMS=3000)
+    lm.connect(client=via)
+    try:
+        yield
+    finally:
+        lm.connect(client=restore)
+        via.close()
+
+
 @pytest.fixture
 def proxy(mongo_uri: str, client: Any) -> Iterator[ReplyDroppingProxy]:
     """The library's client talks to the server through a reply-dropping proxy."""
-    with ReplyDroppingProxy.for_uri(mongo_uri) as p:
-        via = _client(p.uri, serverSelectionTimeoutMS=5000)
-        lm.connect(client=via)
-        try:
-            yield p
-        finally:
-            lm.connect(client=client)
-            via.close()
+    with ReplyDroppingProxy.for_uri(mongo_uri) as p, library_client(p.uri, client):
+        yield p
 
 
 def count(model: Any, **query: Any) -> int:
@@ -328,13 +335,10 @@ class Killable:
 def killable(tmp_path: Path, client: Any) -> Iterator[Killable]:
     """The library talks to a :class:`Killable` server for one test."""
     server = Killable(tmp_path / "data")
-    via = _client(server.proxy.uri, serverSelectionTimeoutMS=3000)
-    lm.connect(client=via)
     try:
-        yield server
+        with library_client(server.proxy.uri, client):
+            yield server
     finally:
-        lm.connect(client=client)
-        via.close()
         server.close()
 
 
