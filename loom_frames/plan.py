@@ -458,6 +458,15 @@ class Command:
             stages.append({"$project": dict(self.projection)})
         return stages
 
+    def counting(self) -> dict[str, Any]:
+        """The ``aggregate`` that counts the rows this command returns (as ``{"n": ...}``,
+        or no document for none): its rows without sort or projection, then ``$count``."""
+        if self.operation == "find":
+            stages = [s for s in self.stages(projected=False) if "$sort" not in s]
+        else:
+            stages = [dict(s) for s in self.pipeline]
+        return {"aggregate": self.collection, "pipeline": [*stages, {"$count": "n"}]}
+
     def __repr__(self) -> str:
         return f"Command({self.database!r}, {_json(self.to_dict())})"
 

@@ -8,7 +8,11 @@ LazyFrame is collected, Polars hands the source the columns it needs, its predic
 * the predicate: every conjunct :func:`~loom_frames.expr.from_polars.translate` can
   express becomes the MongoDB filter; the rest is kept;
 * the row limit (``lf.head(n)`` before any filter: Polars hands a source its limit only
-  then, and means "the first n rows, then the predicate").
+  then, and means "the first n rows, then the predicate");
+* a bare row count (``select(pl.len())``): MongoDB counts, no document is returned.
+  Polars hands a source that needs no column its first one; the source's first column
+  is a hidden null-typed ``__loom_rows`` (dropped from the LazyFrame at once), so asking
+  for it alone means "rows, no values".
 
 Polars does not re-apply a predicate it handed to a source, so the FULL predicate is
 always applied locally to every batch: a partial (or even a wrong-by-superset)
@@ -67,12 +71,19 @@ class ScanPushdown:
     kept: tuple[str, ...]  # conjuncts of the predicate MongoDB did not get
 
     @property
+    def counted(self) -> bool:
+        """No column is needed (``select(pl.len())``): MongoDB counts the rows."""
+        return not self.columns
+
+    @property
     def command(self) -> dict[str, Any]:
         """The MongoDB command sent, as a dict (the filter is ``command["filter"]``)."""
-        return self.query.compile().to_dict()
+        command = self.query.compile()
+        return command.counting() if self.counted else command.to_dict()
 
     def __str__(self) -> str:
-        lines = [str(self.query.explain())]
+        lines = [f"rows counted by MongoDB, no document returned: {self.command}"
+                 if self.counted else str(self.query.explain())]
         lines.extend(f"kept in Polars only: {conjunct}" for conjunct in self.kept)
         if self.local_predicate is not None:
             lines.append(f"applied to every batch: {self.local_predicate}")
@@ -108,14 +119,18 @@ def pushdown(
         translated, kept = translate(predicate, frame.resolver(), zones)
         if translated is not None:
             query = query.filter(translated)
-    needed = list(with_columns) if with_columns is not None else list(schema_names)
+    needed = [c for c in with_columns if c != ROWS] if with_columns is not None \
+        else list(schema_names)
     if predicate is not None:
         for name in predicate.meta.root_names():
             if name not in needed:
                 needed.append(name)
-    if frame.documents and needed != schema_names:
+    if frame.documents and needed and needed != schema_names:
         query = query.select(*needed)
     return ScanPushdown(query, tuple(needed), predicate, n_rows is not None, tuple(kept))
+
+
+ROWS = "__loom_rows"  # the scan's hidden first column: rows without values (Null dtype)
 
 
 def scan_query(query: Query, *, on_invalid: str = "raise") -> pl.LazyFrame:
@@ -137,11 +152,13 @@ def scan_query(query: Query, *, on_invalid: str = "raise") -> pl.LazyFrame:
 def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
     from polars.io.plugins import register_io_source
 
+    from .read import cursor
     from .read.frames import load_tables, to_frame
 
     command = query.compile()
     assert command.schema is not None
-    schema = pl.Schema(to_frame(command.schema.empty_table(), "polars").schema)
+    schema = pl.Schema({ROWS: pl.Null,
+                        **to_frame(command.schema.empty_table(), "polars").schema})
 
     def source(
         with_columns: list[str] | None,
@@ -154,6 +171,11 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
         plan = pushdown(query, with_columns, predicate, n_rows)
         _last[:] = [plan]
         pushed = plan.query
+        if plan.counted:  # select(pl.len()): MongoDB counts, no document is returned
+            rows = cursor.count(pushed._collection(), pushed.compile())
+            if rows:
+                yield pl.DataFrame({ROWS: pl.Series(ROWS, [None] * rows, dtype=pl.Null)})
+            return
         tables = load_tables(pushed._collection(), pushed.compile(),
                              batch_size=batch_size, on_invalid=on_invalid)  # type: ignore[arg-type]
         for table in tables:
@@ -161,8 +183,8 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
             assert isinstance(df, pl.DataFrame)
             if predicate is not None:
                 df = df.filter(predicate)  # Polars does not re-apply it
-            if with_columns is not None:
-                df = df.select(with_columns)
+            df = df.with_columns(pl.lit(None, pl.Null).alias(ROWS))
+            df = df.select(with_columns if with_columns is not None else schema.names())
             if df.height:
                 yield df
 
@@ -174,7 +196,7 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
         # Polars fixes this text now; each collect then pushes its own columns, filter
         # and limit into it (see pushdown()).
         explain_detail=explain_detail(query) + (f"; {inferred}" if inferred else ""),
-    )
+    ).drop(ROWS)
 
 
 def _typed_by_sample(query: Query) -> tuple[Query, str]:
@@ -207,7 +229,7 @@ def explain_detail(query: Query) -> str:
     each collect pushes, and how to push a sort (Polars cannot hand one to a source).
 
     >>> explain_detail(Event.filter())
-    'one MongoDB find per collect, with the columns, filter and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); Polars hands a source no sort: push a top-k as Model.filter().sort().limit(k).scan()'
+    'one MongoDB find per collect, with the columns, filter and row limit Polars hands over, or a $count when no column is needed (loom_frames.scan.last_pushdown() shows it); Polars hands a source no sort: push a top-k as Model.filter().sort().limit(k).scan()'
     """
     command = query.compile()
     steps = ""
@@ -217,8 +239,8 @@ def explain_detail(query: Query) -> str:
         detail.pop("projection", None)
         steps = f" over {_short(detail)}"
     return (f"one MongoDB {command.operation}{steps} per collect, with the columns, filter "
-            "and row limit Polars hands over (loom_frames.scan.last_pushdown() shows it); "
-            + SORT_HINT)
+            "and row limit Polars hands over, or a $count when no column is needed "
+            "(loom_frames.scan.last_pushdown() shows it); " + SORT_HINT)
 
 
 _last: list[ScanPushdown] = []  # the latest collect's pushdown (any thread: Polars' own)

@@ -363,14 +363,37 @@ def test_scan_filter_equals_polars_filter_row_for_row(
 
 
 # ------------------------------------------------------------------ issue 15
-def test_scan_len_fetches_one_narrow_column(Reading: Any, rows: list[Any], commands: Any) -> None:  # noqa: N803
-    # Polars 2.1 hands the source of select(pl.len()) its narrowest column, exactly as for
-    # select("ok"): that one column is fetched, no _id and nothing else.
+def test_scan_len_is_counted_by_mongodb_and_fetches_no_document(
+        Reading: Any, rows: list[Any], commands: Any) -> None:  # noqa: N803
     commands.clear()
     assert Reading.scan().select(pl.len()).collect().item() == 100
-    (find,) = commands.named("find", "aggregate")
-    assert dict(find["projection"]) == {"_id": 0, "ok": 1}
+    (count,) = commands.named("find", "aggregate")
+    assert count["pipeline"] == [{"$match": {}}, {"$count": "n"}]
+    assert commands.returned == 1  # the count itself, no document
+    assert Reading.scan().head(7).select(pl.len()).collect().item() == 7
+    assert last_pushdown().command["pipeline"] == [{"$match": {}}, {"$limit": 7},
+                                                   {"$count": "n"}]
+    assert "rows counted by MongoDB" in str(last_pushdown())
+    # a predicate's columns are fetched (the predicate is re-applied locally), nothing else
+    commands.clear()
     assert Reading.scan().filter(pl.col("count") > 95_000).select(pl.len()).collect().item() == 4
+    (find,) = commands.named("find", "aggregate")
+    assert dict(find["projection"]) == {"_id": 0, "count": 1}
+    want = pl.DataFrame([r.model_dump() for r in rows]).filter(pl.col("value") > 20)
+    assert Reading.scan().filter(pl.col("value") > 20).select(pl.len()).collect().item() \
+        == want.height
+    # the hidden row column never shows, whatever is collected
+    lazy = Reading.scan()
+    assert "__loom_rows" not in lazy.collect_schema().names()
+    assert "__loom_rows" not in lazy.collect().columns
+    assert "__loom_rows" not in lazy.with_row_index().collect().columns
+    counts = lazy.group_by("sensor").len().sort("sensor").collect()
+    assert counts["len"].to_list() == [10] * 10
+    both = lazy.select(pl.len(), pl.col("count").sum()).collect()
+    assert both.row(0) == (100, sum(i * 1000 for i in range(100)))
+    # a query's own steps are counted too (a group-by: the number of groups)
+    grouped = Reading.filter().group_by("sensor").agg(n=lm.fld["count"].sum()).scan()
+    assert grouped.select(pl.len()).collect().item() == 10
 
 
 def test_scan_pushes_struct_fields_and_list_contains(db_name: str, commands: Any) -> None:

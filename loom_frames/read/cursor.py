@@ -195,20 +195,12 @@ def first_id(collection: Collection[Any], command: Command, key: str, value: Any
 
 
 def count(collection: Collection[Any], command: Command) -> int:
-    """The number of result rows, counted by the server: a find's filter, skip and limit
-    by ``count_documents``, a pipeline by ``$count``. No document is loaded.
+    """The number of result rows, counted by the server (:meth:`Command.counting`: the
+    rows' stages, then ``$count``). No document is loaded.
 
     >>> count(User.collection(), User.filter(lm.fld["age"] > 25).compile())  # doctest: +SKIP
     42
     """
     with driver_errors("counting: " + reading(command, "aggregate")):
-        if command.operation == "find":
-            kwargs: dict[str, Any] = {}
-            if command.skip:
-                kwargs["skip"] = command.skip
-            if command.limit:
-                kwargs["limit"] = command.limit
-            return int(collection.count_documents(dict(command.filter or {}), **kwargs))
-        stages = [*(dict(s) for s in command.pipeline), {"$count": "n"}]
-        found = next(iter(collection.aggregate(stages)), None)
+        found = next(iter(collection.aggregate(command.counting()["pipeline"])), None)
     return int(found["n"]) if found else 0
