@@ -549,11 +549,12 @@ def _(node: n.Arithmetic) -> Any:
         return _pow(node, left, right)
     if isinstance(node, (n.Div, n.Mod, n.FloorDiv)):  # MongoDB raises on a zero divisor
         out: Any = {op: [left, right]}
-        if isinstance(node, n.Mod) and kind_of(node.left) is Kind.FLOAT:
-            # fmod(+-inf, m) is NaN (IEEE, and mongod). SecantusDB returns 0 or raises, and
-            # evaluates both branches of a $cond: $mod never sees the infinity.
+        if isinstance(node, n.Mod) and kind_of(node.left) is not Kind.INT:
+            # fmod(+-inf, m) is NaN (IEEE, and mongod), null when m is null. SecantusDB
+            # returns 0 or raises, and evaluates both branches of a $cond: $mod never sees
+            # the infinity (fmod(NaN, m) keeps NaN, and null for a null m).
             infinite = {"$in": [left, [float("inf"), float("-inf")]]}
-            out = {"$cond": [infinite, NAN,
+            out = {"$cond": [infinite, {op: [NAN, right]},
                              {op: [{"$cond": [infinite, 0.0, left]}, right]}]}
         if isinstance(node, n.FloorDiv):
             out = {"$floor": out}

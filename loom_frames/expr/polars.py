@@ -391,19 +391,15 @@ def _(node: n.Arithmetic) -> pl.Expr:
             # half the cases); a full column of the divisor keeps IEEE division, as MongoDB.
             return left / (pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right)
         return pl.when(right != 0).then(left / right)  # null where MongoDB would raise
-    if isinstance(node, n.Mod):  # Polars floors; MongoDB truncates (sign of the dividend)
-        if kind_of(node) is Kind.FLOAT:
-            return pl.when(right != 0).then(_fmod(left, right))
-        rem = left % right
-        fixed = pl.when((rem != 0) & ((rem < 0) != (left < 0))).then(rem - right).otherwise(rem)
-        return pl.when(right != 0).then(fixed)
+    if isinstance(node, n.Mod):  # MongoDB truncates (C's fmod); Polars floors
+        return pl.when(right != 0).then(_fmod(left, right, kind_of(node)))
     if isinstance(node, n.FloorDiv):  # MongoDB: $floor of the (double) quotient
         quotient = left.cast(pl.Float64) / (
             pl.int_range(pl.len()).cast(pl.Float64) * 0.0 + right  # exact IEEE division,
             if isinstance(node.right, n.Literal) else right)       # as for / above
         out = quotient.floor()
-        if kind_of(node) is Kind.INT:  # $toLong
-            out = out.cast(pl.Int64)
+        if kind_of(node) is Kind.INT:  # $toLong (rows divided by zero are nulled below)
+            out = out.cast(pl.Int64, strict=False)
         return pl.when(right != 0).then(out)
     if isinstance(node, n.Pow):
         if kind_of(node) is Kind.FLOAT:
@@ -604,20 +600,29 @@ def _(node: n.Node) -> pl.Expr:
     return _window(node)
 
 
-def _fmod(left: pl.Expr, right: pl.Expr) -> pl.Expr:
-    """C's ``fmod``: exact, with the sign of the dividend, NaN for an infinite dividend,
-    the dividend for an infinite divisor (IEEE; MongoDB's ``$mod`` of doubles). Polars'
-    float ``%`` floors a rounded quotient (``8479510025553041.0 % 1.5`` gives ``1.0``,
-    ``2.0 % 1e-308`` gives ``-inf``), so the value comes from numpy's ``fmod``."""
+def _fmod(left: pl.Expr, right: pl.Expr, kind: Kind) -> pl.Expr:
+    """C's ``fmod`` (MongoDB's ``$mod``): exact, with the sign of the dividend; for
+    doubles NaN for an infinite dividend and the dividend for an infinite divisor
+    (IEEE). Polars' ``%`` floors, and for floats floors a rounded quotient
+    (``8479510025553041.0 % 1.5`` gives ``1.0``, ``2.0 % 1e-308`` gives ``-inf``), so
+    the value comes from numpy's ``fmod``: integer inputs stay integers (exact), any
+    float makes it a double. ``kind`` (INT / FLOAT, or ANY for an unbound expression)
+    gives the result's dtype."""
 
     def fmod(pair: pl.Series) -> pl.Series:
         import numpy as np
 
         x, m = pair.struct[0], pair.struct[1]
-        with np.errstate(all="ignore"):
-            out = np.fmod(x.to_numpy(), m.to_numpy())
-        return pl.Series(x.name, out, dtype=pl.Float64).set(x.is_null() | m.is_null(), None)
+        nulls = x.is_null() | m.is_null()
+        xs = x.fill_null(0).to_numpy() if x.dtype.is_integer() else x.to_numpy()
+        ms = m.fill_null(1).to_numpy() if m.dtype.is_integer() else m.to_numpy()
+        with np.errstate(all="ignore"):  # a zero divisor is null (the caller's when)
+            out = np.fmod(xs, ms)
+        return pl.Series(x.name, out).set(nulls, None)
 
+    dtype = {Kind.INT: pl.Int64, Kind.FLOAT: pl.Float64}.get(kind)
+    if kind is Kind.FLOAT:
+        left, right = left.cast(pl.Float64), right.cast(pl.Float64)
     # The struct (and so the result) is named after the dividend, as Polars names x % m.
-    pair = pl.struct(left.cast(pl.Float64), right.cast(pl.Float64).alias("__loom_divisor"))
-    return pair.map_batches(fmod, return_dtype=pl.Float64, is_elementwise=True)
+    pair = pl.struct(left, right.alias("__loom_divisor"))
+    return pair.map_batches(fmod, return_dtype=dtype, is_elementwise=True)

@@ -16,6 +16,7 @@ from loom_frames.expr import Expr, FieldRef, Kind, SimpleResolver, col, fld
 
 UTC = dt.UTC
 NAN = float("nan")
+INF = float("inf")
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -137,7 +138,10 @@ AGGREGATION: list[tuple[Expr, Any]] = [
     (fld["a"] / 2, {"$divide": ["$a", 2]}),
     (fld["a"] / 0, {"$literal": None}),
     (fld["a"] / fld["b"], {"$cond": [{"$eq": ["$b", 0]}, None, {"$divide": ["$a", "$b"]}]}),
-    (fld["a"] % 3, {"$mod": ["$a", 3]}),
+    # an unbound field may hold a double: fmod(+-inf, 3) is NaN, never $mod of infinity
+    (fld["a"] % 3, {"$cond": [{"$in": ["$a", [INF, -INF]]}, {"$mod": [NAN, 3]},
+                              {"$mod": [{"$cond": [{"$in": ["$a", [INF, -INF]]}, 0.0, "$a"]},
+                                        3]}]}),
     (-fld["a"], {"$multiply": [-1, "$a"]}),
     (fld["a"].abs(), {"$abs": "$a"}),
     (abs(fld["a"]), {"$abs": "$a"}),
