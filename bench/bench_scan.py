@@ -56,6 +56,7 @@ PIPELINES: dict[str, Callable[[pl.LazyFrame], pl.LazyFrame]] = {
     "sensor == 's7'": lambda lf: lf.filter(pl.col("sensor") == "s7"),
     "select 2 of 8": lambda lf: lf.select("sensor", "value"),
     "head(10)": lambda lf: lf.head(10),
+    "select(pl.len())": lambda lf: lf.select(pl.len()),
 }
 
 
@@ -111,7 +112,7 @@ def main() -> None:
         )
         print(f"{args.docs:,} documents, 8 fields; server secantusd-py (own process), "
               "replies counted by wire_counter.py (own process)\n")
-        header = (f"{'pipeline':<16} {'client':<14} {'cpu s':>8} {'ratio':>6} {'rows':>7} "
+        header = (f"{'pipeline':<17} {'client':<14} {'cpu s':>8} {'ratio':>6} {'rows':>7} "
                   f"{'docs back':>10} {'bytes back':>12} {'correct':>8}")
         print(header)
         print("-" * len(header))
@@ -134,12 +135,12 @@ def main() -> None:
                     back_docs, back_bytes = after[0] - before[0], after[1] - before[1]
                     correct = _same(got, want, ordered=label == "head(10)")
                 except Exception as exc:  # noqa: BLE001 - the peer may crash; report it
-                    print(f"{label:<16} {name:<14} failed: {type(exc).__name__}: "
+                    print(f"{label:<17} {name:<14} failed: {type(exc).__name__}: "
                           f"{str(exc)[:60]}")
                     continue
                 base_cpu = seconds if name == "polars-mongo" else base_cpu
                 ratio = f"{seconds / base_cpu:.2f}" if base_cpu else "-"
-                print(f"{label:<16} {name:<14} {seconds:>8.4f} {ratio:>6} {got.height:>7,} "
+                print(f"{label:<17} {name:<14} {seconds:>8.4f} {ratio:>6} {got.height:>7,} "
                       f"{back_docs:>10,} {back_bytes:>12,} {str(correct):>8}")
             print()
     finally:

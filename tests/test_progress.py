@@ -120,7 +120,11 @@ def returned_bytes(Reading: Any) -> int:
     return sum(len(bson.encode(doc)) for doc in docs)
 
 
-def test_loads_report_bytes_received_per_server_batch(Reading: Any) -> None:
+def test_loads_report_bytes_received_per_server_batch(
+    Reading: Any, monkeypatch: pytest.MonkeyPatch  # noqa: N803
+) -> None:
+    from loom_frames.read import cursor
+
     Reading.insert_dataframe(frame(50))
     expected = returned_bytes(Reading)
     seen: list[tuple[int, int | None]] = []
@@ -128,20 +132,25 @@ def test_loads_report_bytes_received_per_server_batch(Reading: Any) -> None:
     assert table.num_rows == 50
     assert seen == [(expected, None)]  # one server batch, total unknown
     seen.clear()
+    monkeypatch.setattr(cursor, "FEEDBACK_BATCH", 20)  # watched: replies of 20 documents
     batches = list(Reading.filter().iter_batches(
-        batch_size=20, progress=lambda done, total: seen.append((done, total))))
-    assert [b.num_rows for b in batches] == [20, 20, 10]
+        batch_size=15, progress=lambda done, total: seen.append((done, total))))
+    assert [b.num_rows for b in batches] == [15, 15, 15, 5]  # cut across replies
     assert len(seen) == 3 and seen[-1] == (expected, None)
     assert [d for d, _ in seen] == sorted({d for d, _ in seen})  # strictly growing
 
 
 def test_a_long_load_shows_a_bar_when_watched(
-    Reading: Any, watched: None, capsys: pytest.CaptureFixture[str]
+    Reading: Any, watched: None, capsys: pytest.CaptureFixture[str],  # noqa: N803
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from loom_frames.read import cursor
+
     Reading.insert_dataframe(frame(50))
     capsys.readouterr()
     assert Reading.filter().load_polars().height == 50  # one server batch: no bar
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cursor, "FEEDBACK_BATCH", 20)  # watched: replies of 20 documents
     assert sum(b.num_rows for b in Reading.filter().iter_batches(batch_size=20)) == 50
     err = capsys.readouterr().err
     assert f"reading {Reading.collection().full_name}" in err and "B/s" in err

@@ -145,10 +145,18 @@ def test_scan_collection_without_a_model(Reading: Any, rows: list[Any], db_name:
 def test_batches_stream(Reading: Any, rows: list[Any], commands: Any) -> None:  # noqa: N803
     from loom_frames.scan import scan_query
 
-    batches = list(Reading.filter().iter_batches(batch_size=30))
-    assert [b.num_rows for b in batches] == [30, 30, 30, 10]
-    assert len(commands.named("getMore")) == 3  # read as the server sends them
-    assert scan_query(Reading.filter()).collect().height == 100
+    Reading.collection().insert_many([{"sensor": "extra", "count": i} for i in range(150)])
+    commands.clear()
+    stream = Reading.filter().sort("count").iter_batches(batch_size=30)
+    first = next(stream)
+    # the server's own replies (101 documents first), read as they come: one so far
+    assert first.num_rows == 30 and [c["name"] for c in commands.commands] == ["find"]
+    batches = [first, *stream]
+    assert [b.num_rows for b in batches] == [30] * 8 + [10]  # cut across replies
+    assert [c["name"] for c in commands.commands] == ["find", "getMore"]
+    whole = Reading.filter().sort("count").load_table()
+    assert_frame_equal(pl.from_arrow(pa.Table.from_batches(batches)), pl.from_arrow(whole))
+    assert scan_query(Reading.filter()).collect().height == 250
 
 
 def test_translate_table() -> None:
