@@ -3,8 +3,8 @@
 A collection of ``--docs`` (default 200,000) six-field documents. Measured (median of
 ``--repeat``, methods interleaved), all reading the whole collection:
 
-* baseline: ``pymongoarrow.api.find_pandas_all`` with the same schema (what a user writes
-  without us);
+* baseline: ``pymongoarrow.api.find_pandas_all`` with the same schema, the model's
+  ``created_at`` / ``updated_time`` included (what a user writes without us);
 * ``load_dataframe()`` (one cursor);
 * ``load_table(partitions=2)`` and ``load_table(partitions=4)`` (threads, one connection
   each);
@@ -117,7 +117,9 @@ def main() -> None:
         coll = Reading.collection()
         from pymongoarrow.api import Schema
 
-        storage = Schema({"_id": __import__("bson").ObjectId, "sensor": str, "value": float,
+        # the model's columns: Persistable's created_at / updated_time included
+        storage = Schema({"_id": __import__("bson").ObjectId, "created_at": dt.datetime,
+                          "updated_time": dt.datetime, "sensor": str, "value": float,
                           "count": int, "ok": bool, "at": dt.datetime})
         workers = [w["pid"] for w in dask_client.run(lambda: {"pid": __import__("os").getpid()}
                                                       ).values()]
