@@ -174,7 +174,7 @@ def _source(query: Query, on_invalid: str, inferred: str) -> pl.LazyFrame:
         if plan.counted:  # select(pl.len()): MongoDB counts, no document is returned
             rows = cursor.count(pushed._collection(), pushed.compile())
             if rows:
-                yield pl.DataFrame({ROWS: pl.Series(ROWS, [None] * rows, dtype=pl.Null)})
+                yield pl.repeat(None, rows, dtype=pl.Null, eager=True).alias(ROWS).to_frame()
             return
         tables = load_tables(pushed._collection(), pushed.compile(),
                              batch_size=batch_size, on_invalid=on_invalid)  # type: ignore[arg-type]
