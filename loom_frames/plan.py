@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from .errors import PlanError
+from .errors import FieldNotFoundError, PlanError
 from .expr import Expr
 from .expr import nodes as n
 from .expr.bind import Kind, kind_of
@@ -133,7 +133,13 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Rows of another collection joined on keys (``$lookup`` + ``$unwind``)."""
+    """Rows of another collection joined on keys (``$lookup`` + ``$unwind``).
+
+    ``keep``: the names (as output by the join) of the other side's columns the rows
+    carry on; None carries them all. The frame lists every column either way: only what
+    travels between stages changes. :func:`compile_plan` fills it in (see
+    :func:`_prune`) with the columns that a later step or the output uses.
+    """
 
     other: Source
     other_steps: tuple[Step, ...]
@@ -141,6 +147,7 @@ class Join:
     right_on: tuple[str, ...]
     how: Literal["inner", "left"]
     suffix: str
+    keep: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +259,8 @@ JOINED = "__loom_join"
 def _join_columns(frame: Frame, step: Join) -> list[tuple[str, Column]]:
     """(output name, column of the other side) of the other side's columns in the result:
     every column but the keys (Polars keeps the left ones), renamed with ``suffix`` where
-    the left side has the name already."""
+    the left side has the name already. All of them, whatever ``step.keep`` says (see
+    :func:`_carried` for those the rows carry)."""
     right = frame_after(step.other, step.other_steps)
     left_names = {c.name for c in frame.columns or ()}
     keys = {right.column(k).name for k in step.right_on}
@@ -264,42 +272,231 @@ def _join_columns(frame: Frame, step: Join) -> list[tuple[str, Column]]:
     return out
 
 
+def _carried(frame: Frame, step: Join) -> list[tuple[str, Column]]:
+    """The :func:`_join_columns` the joined rows carry: those in ``step.keep`` (all when
+    it is None)."""
+    columns = _join_columns(frame, step)
+    if step.keep is None:
+        return columns
+    return [(name, col) for name, col in columns if name in step.keep]
+
+
 def _joined(frame: Frame, step: Join) -> Frame:
+    """The frame after a join: the left columns, then every :func:`_join_columns` (the
+    pruned ones too: a column no later step uses is listed, never read)."""
     added = tuple(_renamed(col, name, keep_key=False) for name, col in _join_columns(frame, step))
     return Frame((*(frame.columns or ()), *added), documents=False, whole=False,
                  name=frame.name, computed=frame.computed)
 
 
+_UNMATCHABLE_KINDS = (Kind.LIST, Kind.STRUCT, Kind.ANY)
+"""Key kinds that ``localField``/``foreignField`` compare otherwise than Polars (an array
+matches any of its elements)."""
+
+
 def _join_stages(frame: Frame, step: Join) -> list[dict[str, Any]]:
-    other = compile_plan(step.other, step.other_steps)
+    """``$lookup`` + ``$unwind`` + ``$set`` of the carried columns + ``$unset``.
+
+    When the other side's first key is a stored field that its steps leave as stored,
+    dropping or keeping each document on its own (see :func:`_foreign_field`), the lookup
+    is the concise form ``{from, localField, foreignField, pipeline, as}``: MongoDB
+    matches ``foreignField`` first (from an index, when there is one), then runs the
+    pipeline: ``{$match: {<foreign key>: {$ne: null}}}`` (a null or missing key matches
+    nothing, as in Polars: ``localField`` would match a null left key to right documents
+    with null or missing keys), then the other side's own stages. Otherwise (a key the
+    other side's pipeline computes, e.g. after a group-by; a skip, limit or sample on the
+    other side, which must see all its rows) the other side's stages run first, then a
+    ``let`` + ``$expr`` match on the key. Further key pairs (compound joins) are ``let``
+    + ``$expr`` ``$eq`` conditions after the other side's stages, in both forms. The
+    lookup's ``$project`` lists the carried columns only (see :func:`_prune`).
+    """
     right = frame_after(step.other, step.other_steps)
-    variables = {f"k{i}": "$" + frame.column(k).key for i, k in enumerate(step.left_on)}
+    columns = _carried(frame, step)
+    # the other side's own joins carry only what this one reads of it
+    needed = {col.name for _, col in columns} | {right.column(k).name for k in step.right_on}
+    other = compile_plan(step.other, _prune(step.other, step.other_steps, needed))
+    own = [dict(s) for s in other.stages(projected=False) if s != {"$match": {}}]
+    local = [frame.column(k).key for k in step.left_on]
+    foreign = _foreign_field(frame, step)
+    lookup: dict[str, Any] = {"from": step.other.collection}
+    pairs = range(len(local))
+    if foreign is not None:
+        lookup.update(localField=local[0], foreignField=foreign)
+        inner: list[dict[str, Any]] = [{"$match": {foreign: {"$ne": None}}}, *own]
+        pairs = range(1, len(local))
+    else:  # the other side's own stages first: they may compute the keys, or need all rows
+        inner = own
     matches: list[Any] = []
-    for i, key in enumerate(step.right_on):
-        path = "$" + right.column(key).key
+    for i in pairs:
+        path = "$" + right.column(step.right_on[i]).key
         matches += [{"$eq": [path, f"$$k{i}"]}, {"$gt": [f"$$k{i}", None]}]
-    on_keys = {"$match": {"$expr": {"$and": matches}}}
-    if other.operation == "find":
-        inner: list[dict[str, Any]] = [on_keys]
-        if other.filter:
-            inner.append({"$match": dict(other.filter)})
-        if other.sort:
-            inner.append({"$sort": dict(other.sort)})
-        if other.skip:
-            inner.append({"$skip": other.skip})
-        if other.limit:
-            inner.append({"$limit": other.limit})
-    else:  # the other side's own pipeline first: the keys may be computed by it
-        inner = [*(dict(s) for s in other.pipeline), on_keys]
-    columns = _join_columns(frame, step)
-    inner.append({"$project": {"_id": 0, **{col.key: 1 for _, col in columns}}}
-                 if not any(col.key == "_id" for _, col in columns)
-                 else {"$project": {col.key: 1 for _, col in columns}})
-    lookup = {"from": step.other.collection, "let": variables, "pipeline": inner, "as": JOINED}
+    if matches:
+        lookup["let"] = {f"k{i}": "$" + local[i] for i in pairs}
+        inner.append({"$match": {"$expr": {"$and": matches}}})
+    if not columns:  # none carried (a semi-join): the smallest document
+        inner.append({"$project": {"_id": 1}})
+    elif any(col.key == "_id" for _, col in columns):
+        inner.append({"$project": {col.key: 1 for _, col in columns}})
+    else:
+        inner.append({"$project": {"_id": 0, **{col.key: 1 for _, col in columns}}})
+    lookup.update(pipeline=inner, **{"as": JOINED})
     unwind = {"path": "$" + JOINED, "preserveNullAndEmptyArrays": step.how == "left"}
     values = {name: f"${JOINED}.{col.key}" for name, col in columns}
     return [{"$lookup": lookup}, {"$unwind": unwind}, {"$set": values} if values else {},
             {"$unset": JOINED}]
+
+
+def _foreign_field(frame: Frame, step: Join) -> str | None:
+    """The stored path of the other side's first key, usable as ``foreignField``.
+
+    ``foreignField`` matches the other collection's documents as stored, before the
+    lookup's pipeline runs: that selects the rows the other side's steps would give
+    only when those steps leave the key as stored and keep or drop each document on its
+    own (filters, sorts, row-wise columns, explodes and joins not touching the key).
+    None when a step computes the key (a group-by, a computed or renamed key, an
+    exploded one, a raw pipeline) or needs the other rows (skip, limit, sample, a
+    window), or when either key holds lists, structs or free-form values (an array
+    would match any of its elements).
+    """
+    left = frame.column(step.left_on[0])
+    if left.kind in _UNMATCHABLE_KINDS:
+        return None
+    frames = _frames(step.other, step.other_steps)
+    name = frames[-1].column(step.right_on[0]).name
+    for before, other_step in reversed(list(zip(frames, step.other_steps, strict=False))):
+        if isinstance(other_step, (Skip, Limit, Sample, GroupBy, Pipeline)):
+            return None
+        if isinstance(other_step, Filter):
+            if not _row_wise(other_step.predicate.node):
+                return None
+        elif isinstance(other_step, Explode):
+            if before.column(other_step.column).name == name:
+                return None
+        elif isinstance(other_step, Join):
+            if name in {out for out, _ in _join_columns(before, other_step)}:
+                return None
+        elif isinstance(other_step, (Select, WithColumns)):
+            if not all(_row_wise(e.node) for _, e in other_step.items):
+                return None
+            source = next((e for out, e in other_step.items if out == name), None)
+            if source is not None:
+                if not _plain(source):
+                    return None
+                name = before.column(_field_name(source)).name
+    col = frames[0].column(name)
+    return None if col.kind in _UNMATCHABLE_KINDS else col.key
+
+
+def _row_wise(node: n.Node) -> bool:
+    """True when an expression's value in a row depends on that row only (no window,
+    aggregation or row count anywhere in it)."""
+    if isinstance(node, (n.Over, n.Aggregation, n.Len, *n.WINDOW_FUNCTIONS)):
+        return False
+    return all(_row_wise(child) for child in n.children(node))
+
+
+def _frames(source: Source, steps: Sequence[Step]) -> list[Frame]:
+    """The frame before each step, then the frame after the last."""
+    frames = [initial_frame(source)]
+    for step in steps:
+        frames.append(_advance(frames[-1], step))
+    return frames
+
+
+# ------------------------------------------------------------------ column pruning
+def _prune(
+    source: Source, steps: Sequence[Step], needed: Iterable[str] | None = None
+) -> list[Step]:
+    """``steps`` with each :class:`Join`'s ``keep`` set to the other side's columns that
+    a later step uses or the output holds (``needed``: the output columns that are used;
+    None: all of them).
+
+    A pure pass, backwards from the output: a select or group-by needs the columns its
+    expressions read (and nothing else from before it), a with_columns those it reads
+    plus the needed columns it does not replace, a filter, sort or explode what it reads
+    on top of what is needed after it, a later join its left keys, and a raw pipeline
+    every column. A join keeps the columns it adds that are needed after it (within a
+    ``keep`` given already). The frames, and so the output columns, do not change: only
+    what the lookups carry.
+
+    >>> from loom_frames import Persistable, declare_persist_db, fld
+    >>> @declare_persist_db(db_name="app", collection_name="teams")
+    ... class Team(Persistable):
+    ...     code: str
+    ...     city: str
+    >>> @declare_persist_db(db_name="app", collection_name="players")
+    ... class Player(Persistable):
+    ...     team: str
+    ...     goals: int
+    >>> q = Player.filter().join(Team, left_on="team", right_on="code")
+    >>> sorted(_prune(q.source, q.steps)[0].keep)  # all: every column is output
+    ['city', 'created_at_right', 'id_right', 'updated_time_right']
+    >>> q = q.filter(fld["goals"] > 2).select("goals", "city")
+    >>> sorted(_prune(q.source, q.steps)[0].keep)
+    ['city']
+    """
+    if not any(isinstance(step, Join) for step in steps):
+        return list(steps)
+    frames = _frames(source, steps)
+    need: set[str] | None = None if needed is None else set(needed)
+    out = list(steps)
+    for index in reversed(range(len(steps))):
+        step, before = steps[index], frames[index]
+        if isinstance(step, Join):
+            added = [name for name, _ in _join_columns(before, step)]
+            keep = {a for a in added if need is None or a in need}
+            if step.keep is not None:
+                keep &= step.keep
+            if keep != step.keep:
+                out[index] = dataclasses.replace(step, keep=frozenset(keep))
+            if need is not None:
+                need |= {_column_name(before, k) for k in step.left_on}
+        elif isinstance(step, Select):
+            need = _reads(before, (e for _, e in step.items))
+        elif isinstance(step, GroupBy):
+            need = _reads(before, (e for _, e in (*step.keys, *step.aggs)))
+        elif isinstance(step, Pipeline):
+            need = None
+        elif need is None:
+            continue  # every column is needed already
+        elif isinstance(step, WithColumns):
+            need = (need - {name for name, _ in step.items}) | _reads(
+                before, (e for _, e in step.items))
+        elif isinstance(step, Filter):
+            need |= _reads(before, [step.predicate])
+        elif isinstance(step, Sort):
+            temporary = {name for name, _ in step.computed}
+            need |= {_column_name(before, k) for k, _ in step.keys if k not in temporary}
+            need |= _reads(before, (e for _, e in step.computed))
+        elif isinstance(step, Explode):
+            need.add(_column_name(before, step.column))
+    return out
+
+
+def _reads(frame: Frame, exprs: Iterable[Expr]) -> set[str]:
+    """The top-level columns of ``frame`` that expressions read."""
+    out: set[str] = set()
+    todo = [e.node for e in exprs]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, n.Field):
+            if node.ref is not None and node.ref.columns:
+                out.add(node.ref.columns[0])
+            else:
+                out.add(_column_name(frame, node.name.split(".")[0]))
+        todo.extend(n.children(node))
+    return out
+
+
+def _column_name(frame: Frame, name: str) -> str:
+    """The frame's name of a top-level column given by name or storage key (``name``
+    itself when the frame does not know it)."""
+    if frame.columns is None:
+        return name
+    try:
+        return frame.column(name).name
+    except (PlanError, FieldNotFoundError):
+        return name
 
 
 def _sources(
@@ -511,6 +708,7 @@ def compile_plan(source: Source, steps: Sequence[Step]) -> Command:
     >>> cmd.operation, dict(cmd.filter), cmd.limit
     ('find', {'age': {'$gt': 25}}, 10)
     """
+    steps = _prune(source, steps)  # joins carry only the columns used later
     stages: list[dict[str, Any]] = []
     frame = initial_frame(source)
     for step in steps:
@@ -677,7 +875,30 @@ def _group(step: GroupBy, again: tuple[str, list[dict[str, Any]]]) -> list[dict[
     for name in keys:
         project[name] = f"$_id.{name}"
     project.update(finals)
-    return [*stages, {"$project": project}]
+    grouped = [*stages, {"$project": project}]
+    if keys:
+        return grouped
+    # A whole-table aggregate is one row, also over no rows (Polars: sum 0, mean null):
+    # $group makes no group of nothing, $facet always returns one document.
+    empty = {name: _of_no_rows(expr.node) for name, expr in step.aggs}
+    first = {"$arrayElemAt": ["$" + _FACET, 0]}
+    return [{"$facet": {_FACET: grouped}},
+            {"$replaceRoot": {"newRoot": {"$ifNull": [first, {"$literal": empty}]}}}]
+
+
+_FACET = "__loom_rows"
+
+
+def _of_no_rows(node: n.Node) -> Any:
+    """An aggregation's value over no rows, as Polars gives it: counts and sums are 0
+    (0.0 for a float sum), everything else null."""
+    while isinstance(node, n.Alias):
+        node = node.arg
+    if isinstance(node, (n.Len, n.Count, n.NUnique)):
+        return 0
+    if isinstance(node, n.Sum):
+        return 0.0 if kind_of(node) is Kind.FLOAT else 0
+    return None
 
 
 def _nondeterministic(stages: Sequence[Mapping[str, Any]]) -> bool:

@@ -482,25 +482,8 @@ def _check_aggregation(node: n.Aggregation, model: str | None) -> None:
         _check_operand(node.arg, _ORDERED, f".{type(node).__name__.lower()}()", model)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-    return names
-
-
-def _children(node: n.Node) -> list[n.Node]:
-    out: list[n.Node] = []
-    for name in _field_names(type(node)):
-        value = getattr(node, name)
-        if isinstance(value, n.Node):
-            out.append(value)
-        elif isinstance(value, tuple):
-            out.extend(v for v in value if isinstance(v, n.Node))
-    return out
+_field_names = n.field_names
+_children = n.children
 
 
 # --------------------------------------------------------------------------- binding

@@ -170,6 +170,33 @@ def thaw(value: Any) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A node class's dataclass fields, in order (cached: binding walks many trees)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    return names
+
+
+def children(node: Node) -> list[Node]:
+    """The expressions directly under ``node`` (a literal holds a value, no expression).
+
+    >>> children(Add(Field("a"), Literal(1)))
+    [Field(name='a', ref=None), Literal(value=1)]
+    """
+    out: list[Node] = []
+    for name in field_names(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, Node):
+            out.append(value)
+        elif isinstance(value, tuple):
+            out.extend(v for v in value if isinstance(v, Node))
+    return out
+
+
 def output_name(node: Node) -> str:
     """The column an expression produces: its alias, else its leftmost field's name.
 
