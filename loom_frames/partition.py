@@ -66,6 +66,7 @@ _SPLITTABLE = (Filter, Select, WithColumns, Explode, Join)  # each row on its ow
 
 def unsplittable(query: Query) -> str | None:
     """Why ``query`` cannot be split into partitions, or None when it can."""
+    from .placement import decided
     from .plan import GroupBy, Limit, Pipeline, Sample, Skip, Sort
 
     reasons = {
@@ -81,6 +82,9 @@ def unsplittable(query: Query) -> str | None:
         if not isinstance(step, _SPLITTABLE):
             return reasons.get(type(step), f"its {type(step).__name__} step needs the "
                                "whole result")
+        if isinstance(step, (Select, WithColumns)) and decided(step):
+            return ("a window (or an aggregate broadcast to every row) is computed over "
+                    "the whole result")
     return None
 
 

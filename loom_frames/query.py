@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .model import Persistable
+    from .placement import Engine, Placement
     from .progress import Progress
 
 __all__ = ["Explain", "GroupedQuery", "Query"]
@@ -347,19 +348,33 @@ class Query(Generic[M]):
         """Keep only these columns: names, expressions (``.alias()``-ed), or ``name=expr``.
 
         Selecting stored columns becomes the ``find`` projection; computed columns a
-        ``$project`` stage.
+        ``$project`` stage. As in Polars, aggregations alone give one row (a ``$group`` of
+        the whole result), and beside other columns are broadcast to every row.
+
+        >>> Item.filter().select(lm.fld["price"].mean()).compile().pipeline[0]["$facet"]
+        {'__loom_rows': [{'$group': {'_id': None, 'price': {'$avg': '$price'}}}, {'$project': {'_id': 0, 'price': '$price'}}]}
         """
         items = self._named(columns, named, "select()")
         if not items:
             raise PlanError("select() needs at least one column")
-        return self._then(Select(items))
+        if all(_aggregate(e) for _, e in items):  # one row, as in Polars
+            return self._then(GroupBy((), items))
+        return self._then(Select(_broadcast(items, "select()")))
 
     def with_columns(self, *columns: Expr | Sequence[Expr], **named: Expr) -> Query[M]:
-        """Add (or replace) computed columns: ``.with_columns(total=fld['a'] * fld['b'])``."""
+        """Add (or replace) computed columns: ``.with_columns(total=fld['a'] * fld['b'])``.
+
+        An aggregation is broadcast to every row, as in Polars (a window over the whole
+        result): ``with_columns(share=fld["price"] / ...)`` needs it computed first.
+
+        >>> q = Item.filter().with_columns(avg=lm.fld["price"].mean())
+        >>> q.compile().pipeline[0]["$setWindowFields"]
+        {'output': {'__loom_w0': {'$avg': '$price'}}}
+        """
         items = self._named(columns, named, "with_columns()")
         if not items:
             raise PlanError("with_columns() needs at least one column")
-        return self._then(WithColumns(items))
+        return self._then(WithColumns(_broadcast(items, "with_columns()")))
 
     def group_by(self, *keys: str | Expr | Sequence[str | Expr], **named: Expr
                  ) -> GroupedQuery[M]:
@@ -417,7 +432,10 @@ class Query(Generic[M]):
 
     # ------------------------------------------------------------------ inspecting
     def compile(self) -> Command:
-        """The one MongoDB command this query runs."""
+        """The one MongoDB command that runs this whole query in MongoDB: what
+        ``engine="mongodb"`` sends. With ``engine="auto"`` (the loaders' default) a join,
+        group-by or window may run in Polars over the rows MongoDB sends instead:
+        :meth:`explain` shows where each part runs."""
         if not self._compiled:
             from .partition import restrict
 
@@ -425,9 +443,47 @@ class Query(Generic[M]):
             self._compiled.append(restrict(command, self.restriction))
         return self._compiled[0]
 
-    def explain(self) -> Explain:
-        """What runs where: the exact MongoDB command, and what (if anything) runs locally."""
-        return Explain(self.source.name, self.compile(), self.note)
+    def explain(self, engine: Engine = "auto") -> Explain:
+        """What runs where: the exact MongoDB command, what (if anything) runs in Polars
+        after it, and why (the figures the placement used; see
+        :mod:`loom_frames.placement`). Asks the server which kind it is, and for joins its
+        collections' sizes (metadata, no scan)."""
+        return self._explain(self._placement(engine), engine)
+
+    def _explain(self, placement: Placement | None, engine: Engine = "auto") -> Explain:
+        if placement is None or not placement.local:
+            reasons = () if placement is None else tuple(map(str, placement.reasons))
+            return Explain(self.source.name, self.compile(), self.note, reasons=reasons)
+        from .local import describe_step
+        from .plan import Join
+
+        sides = []
+        for step in placement.local:
+            if isinstance(step, Join):
+                other = replace(self, source=step.other, steps=step.other_steps,
+                                restriction=None, note="")
+                sides.append(other._explain(other._placement(engine), engine))
+        pushed = replace(self, steps=placement.pushed)
+        return Explain(self.source.name, pushed.compile(), self.note,
+                       local=tuple(describe_step(s) for s in placement.local),
+                       reasons=tuple(map(str, placement.reasons)), sides=tuple(sides))
+
+    def _placement(self, engine: str) -> Placement:
+        """Where each step runs (see :mod:`loom_frames.placement`): no I/O when nothing
+        is to be decided, else the server's kind (asked once) and, for joins, sizes."""
+        from .placement import check_engine, decided, place
+
+        engine = check_engine(engine)
+        if engine == "mongodb" or not any(decided(s) for s in self.steps):
+            return place(self.source, self.steps, "mongodb", None)
+        from .read import cursor
+
+        def rows(source: Source) -> int:
+            coll = cursor.open_collection(source.database, source.collection, source.model)
+            return cursor.estimated_rows(coll)
+
+        costs = cursor.server_costs(self._collection())
+        return place(self.source, self.steps, engine, costs, rows)
 
     # ------------------------------------------------------------------ scaling out
     def partitions(self, n: int) -> list[Query]:
@@ -456,10 +512,22 @@ class Query(Generic[M]):
         return to_dask(self, npartitions, uri=uri, on_invalid=on_invalid)
 
     def __repr__(self) -> str:
-        return f"<Query {self.source.name}>\n{self.explain()}"
+        return f"<Query {self.source.name}>\n{self._shown()}"
 
     def _repr_html_(self) -> str:
-        return self.explain()._repr_html_()
+        return self._shown()._repr_html_()
+
+    def _shown(self) -> Explain:
+        """The plan as a repr shows it: no I/O, so the all-in-MongoDB command, with a
+        note where the placement of joins, group-bys or windows is still to decide."""
+        from .placement import decided
+
+        shown = self._explain(None)
+        if any(decided(s) for s in self.steps):
+            shown = replace(shown, reasons=("joins, group-bys and windows run where they "
+                                            "cost least (engine='auto'): .explain() shows "
+                                            "where",))
+        return shown
 
     # ------------------------------------------------------------------ loaders
     def _model(self, what: str) -> type[M]:
@@ -511,20 +579,28 @@ class Query(Generic[M]):
             return replace(self, steps=(*self.steps[:-1], Limit(min(last.n, k))))
         return self.limit(k)
 
-    def count(self) -> int:
-        """How many rows the query returns (counted by MongoDB; nothing is loaded)."""
+    def count(self, *, engine: Engine = "auto") -> int:
+        """How many rows the query returns, counted by MongoDB (nothing is loaded); when
+        part of the plan runs in Polars (``engine``, see :meth:`load_table`), Polars
+        counts the rows of that part, reading only the columns it needs."""
+        placement = self._placement(engine)
+        if placement.local:
+            import polars as pl
+
+            from .local import lazy
+
+            rows = lazy(self, placement, on_invalid="raise", engine=engine)
+            return int(rows.select(pl.len()).collect().item())
         from .read import cursor
 
         return cursor.count(self._collection(), self.compile())
 
-    def exists(self) -> bool:
+    def exists(self, *, engine: Engine = "auto") -> bool:
         """True when at least one row matches (MongoDB returns at most one ``_id``)."""
-        from .read import cursor
-
-        return cursor.count(self._collection(), self._first(1).compile()) > 0
+        return self._first(1).count(engine=engine) > 0
 
     def load_table(self, *, on_invalid: str = "raise", progress: Progress = "auto",
-                   partitions: int = 1) -> pa.Table:
+                   partitions: int = 1, engine: Engine = "auto") -> pa.Table:
         """The rows as a PyArrow table of the model's (or plan's) schema.
 
         ``on_invalid="null"`` loads values that do not fit the schema as null (default:
@@ -534,7 +610,20 @@ class Query(Generic[M]):
         ``partitions=k``: read :meth:`partitions` ``(k)`` on ``k`` connections in threads
         and concatenate them (the same rows; partition by partition, ``_id`` ranges
         ascending; no progress bar).
+
+        ``engine``: where joins, group-bys and windows run. ``"auto"`` prices each both
+        ways (MongoDB, or Polars over the rows MongoDB sends: see
+        :mod:`loom_frames.placement` and :meth:`explain`), ``"mongodb"`` runs the whole
+        query as one MongoDB command (:meth:`compile`), ``"polars"`` runs every join,
+        group-by and window in Polars. Filters and projections always run in MongoDB.
+        The result's columns and types are the same either way. A plan with a Polars
+        part reads through scans (no progress bar; ``partitions`` is not used).
         """
+        placement = self._placement(engine)
+        if placement.local:
+            from .local import collect
+
+            return collect(self, placement, on_invalid=on_invalid, engine=engine)
         if partitions != 1:
             from .partition import load_split
 
@@ -545,25 +634,26 @@ class Query(Generic[M]):
                                  on_invalid=on_invalid, progress=progress)  # type: ignore[arg-type]
 
     def load_polars(self, *, on_invalid: str = "raise", progress: Progress = "auto",
-                    partitions: int = 1) -> pl.DataFrame:
+                    partitions: int = 1, engine: Engine = "auto") -> pl.DataFrame:
         """The rows as a Polars DataFrame (options as :meth:`load_table`)."""
         from .read.frames import to_frame
 
         return to_frame(self.load_table(on_invalid=on_invalid, progress=progress,
-                                        partitions=partitions), "polars")
+                                        partitions=partitions, engine=engine), "polars")
 
-    def load_dataframe(self, *, on_invalid: str = "raise", progress: Progress = "auto"
-                       ) -> pd.DataFrame:
+    def load_dataframe(self, *, on_invalid: str = "raise", progress: Progress = "auto",
+                       engine: Engine = "auto") -> pd.DataFrame:
         """The rows as a pandas DataFrame (nullable dtypes, tz-aware UTC datetimes;
         options as :meth:`load_table`)."""
         from .read.frames import to_frame
 
-        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress), "pandas")
+        return to_frame(self.load_table(on_invalid=on_invalid, progress=progress,
+                                        engine=engine), "pandas")
 
-    def collect(self, *, on_invalid: str = "raise", progress: Progress = "auto"
-                ) -> pl.DataFrame:
-        """Polars' name for :meth:`load_polars`: run the one command, return a DataFrame."""
-        return self.load_polars(on_invalid=on_invalid, progress=progress)
+    def collect(self, *, on_invalid: str = "raise", progress: Progress = "auto",
+                engine: Engine = "auto") -> pl.DataFrame:
+        """Polars' name for :meth:`load_polars`: run the query, return a DataFrame."""
+        return self.load_polars(on_invalid=on_invalid, progress=progress, engine=engine)
 
     def collect_schema(self) -> pl.Schema:
         """The result's Polars schema, without running anything.
@@ -596,19 +686,35 @@ class Query(Generic[M]):
                             "$percentile is discrete, Polars' 'equiprobable'.")
         return describe(self, percentiles)
 
-    def scan(self, *, on_invalid: str = "raise") -> pl.LazyFrame:
+    def scan(self, *, on_invalid: str = "raise", engine: Engine = "auto") -> pl.LazyFrame:
         """This query as a Polars LazyFrame source with projection, predicate and limit
         pushdown (see :mod:`loom_frames.scan`); nothing is read until it is collected.
-        ``on_invalid="null"`` reads values that do not fit as null, as the loaders do."""
+        ``on_invalid="null"`` reads values that do not fit as null, as the loaders do.
+        A join, group-by or window placed in Polars (``engine``, see :meth:`load_table`)
+        is part of the LazyFrame, over scans of what MongoDB runs."""
+        placement = self._placement(engine)
+        if placement.local:
+            from .local import lazy
+
+            return lazy(self, placement, on_invalid=on_invalid, engine=engine)
         from .scan import scan_query
 
         return scan_query(self, on_invalid=on_invalid)
 
     def iter_batches(
-        self, batch_size: int = 65_536, *, on_invalid: str = "raise", progress: Progress = "auto"
+        self, batch_size: int = 65_536, *, on_invalid: str = "raise",
+        progress: Progress = "auto", engine: Engine = "auto",
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the rows as Arrow record batches of at most ``batch_size`` rows."""
+        """Stream the rows as Arrow record batches of at most ``batch_size`` rows (a plan
+        with a Polars part, see :meth:`load_table`, is computed whole, then cut)."""
         from .read import frames
+
+        placement = self._placement(engine)
+        if placement.local:
+            from .local import collect
+
+            table = collect(self, placement, on_invalid=on_invalid, engine=engine)
+            return iter(table.to_batches(max_chunksize=batch_size))
 
         command = self.compile()  # a raw pipeline without a schema: inferred, as loads do
         return frames.load_batches(self._collection(), command, batch_size=batch_size,
@@ -660,15 +766,24 @@ class Explain:
     """A query's plan: prints as text, shows as HTML in a notebook."""
 
     name: str
-    command: Command
+    command: Command  # what MongoDB runs (with a Polars part: the rows it starts from)
     note: str = ""  # a partition's: which one, or why the query is not split
+    local: tuple[str, ...] = ()  # the steps Polars runs after the command, in order
+    reasons: tuple[str, ...] = ()  # where each join, group-by or window runs, and why
+    sides: tuple[Explain, ...] = ()  # the other side of each join run in Polars
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """``("mongodb",)`` or ``("mongodb", "polars")``: who runs a part of the plan."""
+        return ("mongodb", "polars") if self.local else ("mongodb",)
 
     def lines(self) -> list[str]:
         """The plan as text lines (the full command is ``self.command.to_dict()``)."""
         from .plan import _json
 
         cmd = self.command
-        out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}"
+        then = ", then Polars" if self.local else ""
+        out = [f"{self.name}: one MongoDB {cmd.operation} on {cmd.namespace}{then}"
                + (f" ({self.note})" if self.note else "")]
         for key, value in cmd.to_dict().items():
             if key in (cmd.operation, "find", "aggregate"):
@@ -686,6 +801,16 @@ class Explain:
                        "raw documents")
         else:
             out.append("locally: column types inferred from the first result rows")
+        for side in self.sides:
+            out.append("joined with the rows of:")
+            out.extend("  " + line for line in side.lines())
+        if self.local:
+            out.append("then in Polars (MongoDB sends only the columns these steps read, "
+                       "filtered as far as Polars can push):")
+            out.extend(f"  {line}" for line in self.local)
+        if self.reasons:
+            out.append("placement:")
+            out.extend(f"  {line}" for line in self.reasons)
         return out
 
     def __str__(self) -> str:
@@ -719,3 +844,31 @@ def _positive(value: int, what: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PlanError(f"{what} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _aggregate(expr: Expr) -> bool:
+    """True for an aggregation over the whole input (``mean()``, ``lm.len()``, ...)."""
+    node = expr.node
+    while isinstance(node, n.Alias):
+        node = node.arg
+    return isinstance(node, (n.Aggregation, n.Len))
+
+
+def _broadcast(items: Sequence[tuple[str, Expr]], what: str) -> tuple[tuple[str, Expr], ...]:
+    """Aggregations beside row values become windows over the whole result, so every row
+    gets the value (Polars broadcasts them)."""
+    out: list[tuple[str, Expr]] = []
+    for name, expr in items:
+        if _aggregate(expr):
+            node = expr.node
+            while isinstance(node, n.Alias):
+                node = node.arg
+            if not isinstance(node, n.WINDOWABLE):
+                raise PlanError(
+                    f"{what}: {name}={expr!r} is an aggregation broadcast to every row, which "
+                    "MongoDB computes as a window, and windows have no "
+                    f"{type(node).__name__.lower()}. Hint: select it alone (one row), or "
+                    "compute it with group_by().agg() and join.")
+            expr = Expr(n.Over(node))
+        out.append((name, expr))
+    return tuple(out)

@@ -1,5 +1,7 @@
-"""The Polars-shaped query verbs: each is ONE MongoDB command, and its frame equals what
-Polars computes on the same documents loaded as a frame (dtypes included)."""
+"""The Polars-shaped query verbs: each is ONE MongoDB command (engine="mongodb"), the
+same rows when Polars runs its joins, group-bys and windows (engine="polars"), and its
+frame equals what Polars computes on the same documents loaded as a frame (dtypes
+included)."""
 
 from __future__ import annotations
 
@@ -51,12 +53,23 @@ def _same(got: pl.DataFrame, want: pl.DataFrame, by: list[str] | None = None) ->
     assert_frame_equal(got, want, check_dtypes=True)
 
 
-def _one_command(commands: Any, query: Any) -> pl.DataFrame:
+def _one_command(commands: Any, query: Any, *, random: bool = False) -> pl.DataFrame:
+    """The query run as ONE MongoDB command (engine="mongodb"); the same rows come back
+    when its joins, group-bys and windows run in Polars (engine="polars")."""
     commands.clear()
-    frame = query.load_polars()
+    frame = query.load_polars(engine="mongodb")
     reads = commands.named("find", "aggregate")
     assert len(reads) == 1, reads
+    if not random:
+        _same_rows(query.load_polars(engine="polars"), frame)
     return frame  # type: ignore[no-any-return]
+
+
+def _same_rows(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    """Equal frames up to row order (sorted by every column that sorts)."""
+    flat = [c for c, t in want.schema.items() if not isinstance(t, (pl.List, pl.Struct))]
+    assert got.columns == want.columns
+    assert_frame_equal(got.sort(flat, nulls_last=True), want.sort(flat, nulls_last=True))
 
 
 def test_head_defaults_to_five_and_sort_follows_polars(models: Any, commands: Any) -> None:
@@ -119,7 +132,7 @@ def test_explode_sample_collect(models: Any, commands: Any) -> None:
     frame = order.filter().load_polars()
     got = _one_command(commands, order.filter().select("customer", "tags").explode("tags"))
     _same(got, frame.select("customer", "tags").explode("tags"), by=["customer", "tags"])
-    sample = _one_command(commands, order.filter().sample(3))
+    sample = _one_command(commands, order.filter().sample(3), random=True)
     assert sample.height == 3 and sample["id"].n_unique() == 3
     assert set(sample["id"]) <= set(frame["id"])
     assert "$sample" in str(order.filter().sample(3).explain())
@@ -199,7 +212,7 @@ def test_windows_equal_polars(models: Any, commands: Any, name: str) -> None:
     frame = order.filter().load_polars()
     expr = WINDOWS[name]().alias("w")
     query = order.filter().with_columns(expr).select("id", "w")
-    assert "$setWindowFields" in str(query.explain())
+    assert "$setWindowFields" in str(query.explain(engine="mongodb"))
     got = _one_command(commands, query)
     from loom_frames.schema import model_resolver
 

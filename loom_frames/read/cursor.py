@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pymongo.collection import Collection
 
     from ..model import Persistable
+    from ..placement import ServerCosts
     from ..plan import Command
 
 __all__ = [
@@ -33,11 +34,13 @@ __all__ = [
     "WHOLE_RESULT_BATCH",
     "count",
     "documents",
+    "estimated_rows",
     "first_id",
     "open_collection",
     "raw_batches",
     "reading",
     "sample",
+    "server_costs",
     "uuids",
 ]
 
@@ -204,3 +207,29 @@ def count(collection: Collection[Any], command: Command) -> int:
     with driver_errors("counting: " + reading(command, "aggregate")):
         found = next(iter(collection.aggregate(command.counting()["pipeline"])), None)
     return int(found["n"]) if found else 0
+
+
+_COSTS: dict[int, Any] = {}  # id(client) -> ServerCosts (a server's kind does not change)
+
+
+def server_costs(collection: Collection[Any]) -> ServerCosts:
+    """The per-document costs of the server ``collection`` lives on: the embedded
+    server's (SecantusDB names itself in ``buildInfo``) or a real mongod's. Asked once
+    per client."""
+    from ..placement import COSTS
+
+    client = collection.database.client
+    costs = _COSTS.get(id(client))
+    if costs is None:
+        with driver_errors(f"asking {collection.database.name} which server it is"):
+            info = client.admin.command("buildInfo")
+        costs = _COSTS[id(client)] = COSTS["secantusdb" if "secantusVersion" in info
+                                           else "mongod"]
+    return costs  # type: ignore[no-any-return]
+
+
+def estimated_rows(collection: Collection[Any]) -> int:
+    """The collection's document count from its metadata (no scan, no filter applied):
+    the figure placement decisions use."""
+    with driver_errors(f"estimating the size of {collection.full_name}"):
+        return int(collection.estimated_document_count())
