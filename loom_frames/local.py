@@ -38,6 +38,7 @@ from .plan import (
     Step,
     WithColumns,
     frame_after,
+    join_columns,
 )
 
 if TYPE_CHECKING:
@@ -147,22 +148,23 @@ def _join(lf: pl.LazyFrame, frame: Frame, step: Join, query: Query, on_invalid: 
     other = lazy(other_query, other_query._placement(engine), on_invalid=on_invalid,
                  engine=engine)
     right_frame = frame_after(step.other, step.other_steps)
-    left_on: list[str | pl.Expr] = []
-    right_on: list[str | pl.Expr] = []
-    for a, b in zip(step.left_on, step.right_on, strict=True):
-        left, right = frame.column(a), right_frame.column(b)
-        if left.kind is right.kind:
-            left_on.append(left.name)
-            right_on.append(right.name)
-        else:  # int with float: 1 matches 1.0, as in MongoDB
-            left_on.append(pl.col(left.name).cast(pl.Float64))
-            right_on.append(pl.col(right.name).cast(pl.Float64))
-    keep = [c.name for c in right_frame.columns or ()]
-    joined = lf.join(other.select(keep), left_on=left_on, right_on=right_on,
-                     how=step.how, suffix=step.suffix, coalesce=True, nulls_equal=False)
-    drop = [right_frame.column(b).name for b, key in zip(step.right_on, right_on, strict=True)
-            if not isinstance(key, str)]
-    return joined.drop(drop, strict=False) if drop else joined
+    # Keys under temporary names on both sides (coalesced into one, dropped after), an
+    # int key with a float one as Float64 (1 matches 1.0, as in MongoDB); the other
+    # side's columns under the plan's names (suffixed where taken, a second join's
+    # bookkeeping columns left out).
+    temps = [f"__loom_k{i}" for i in range(len(step.left_on))]
+    left_keys, right_keys = [], []
+    for temp, a, b in zip(temps, step.left_on, step.right_on, strict=True):
+        left, right = pl.col(frame.column(a).name), pl.col(right_frame.column(b).name)
+        if frame.column(a).kind is not right_frame.column(b).kind:
+            left, right = left.cast(pl.Float64), right.cast(pl.Float64)
+        left_keys.append(left.alias(temp))
+        right_keys.append(right.alias(temp))
+    carried = [pl.col(col.name).alias(name) for name, col in join_columns(frame, step)]
+    joined = lf.with_columns(left_keys).join(
+        other.select(*right_keys, *carried), on=temps, how=step.how, coalesce=True,
+        nulls_equal=False)
+    return joined.drop(temps)
 
 
 def describe_step(step: Step) -> str:

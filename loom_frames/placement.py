@@ -18,9 +18,12 @@ docs/semantics.md) and the figures that can be had cheaply (collection statistic
 * a **group-by** in MongoDB costs, per input document, one accumulator per aggregation
   plus one operator per expression node; in Polars it costs sending the document with
   the columns the group-by reads. The groups sent back are few and are not counted.
-* a **join** in MongoDB costs one ``$lookup`` (an indexed key match) per left row; in
-  Polars it costs sending the other side's rows (the left rows are sent either way).
-  Row counts come from ``estimatedDocumentCount`` (collection metadata, no scan).
+* a **join** in MongoDB costs one ``$lookup`` (an indexed key match) per left row plus
+  sending the joined rows; in Polars, sending both sides' rows. The joined rows are
+  estimated as ``left x max(1, right / left's unfiltered rows)`` (a key join: each left
+  row meets its share of the other side). Sizes come from ``estimatedDocumentCount``
+  (collection metadata, no scan) and, on a server whose scans are cheap (``mongod``),
+  ``count`` with each side's filters; a chain of joins carries its estimate along.
 * a **window** returns every row it reads: MongoDB can only add work (the embedded
   server's ``$setWindowFields`` is also quadratic in the partition size), so windows run
   in Polars unless forced.
@@ -75,6 +78,7 @@ class ServerCosts:
     accumulate: float  # one $group accumulator applied to one document
     operator: float  # one expression operator evaluated for one document
     lookup: float  # one $lookup of a row's key in an indexed collection
+    counts: bool  # sizes and filtered counts are cheap to ask (else joins go unmeasured)
 
 
 COSTS: dict[str, ServerCosts] = {
@@ -82,13 +86,14 @@ COSTS: dict[str, ServerCosts] = {
     # columns 24 us/doc, a $count 8 us/doc, a $group of 2 accumulators 14 us/doc, a
     # computed $project of 2 operators 21 us/doc, an indexed $lookup 160 us/doc,
     # $setWindowFields over 2,000-row partitions 4,000 us/doc (bench_tpch.py --costs).
+    # Its counts scan the collection, also estimatedDocumentCount (10 us/doc).
     "secantusdb": ServerCosts("secantusdb", send=20.0, send_column=1.5, accumulate=3.0,
-                              operator=5.0, lookup=160.0),
+                              operator=5.0, lookup=160.0, counts=False),
     # Assumed for a real mongod (C++; not measurable here): sending and decoding a
     # document dominates, accumulators and operators are cheap, an indexed $lookup is a
     # B-tree probe plus a sub-pipeline per row. See docs/semantics.md.
     "mongod": ServerCosts("mongod", send=1.0, send_column=0.1, accumulate=0.05,
-                          operator=0.03, lookup=8.0),
+                          operator=0.03, lookup=8.0, counts=True),
 }
 
 
@@ -141,15 +146,17 @@ def place(
     steps: Sequence[Step],
     engine: Engine,
     costs: ServerCosts | None,
-    rows: Callable[[Source], int] | None = None,
+    rows: Callable[[Source, tuple[Step, ...]], tuple[int, int]] | None = None,
 ) -> Placement:
     """Split ``steps`` into what MongoDB runs and what Polars runs after it.
 
-    ``costs``: the server's (None: unknown, only a forced engine decides); ``rows``: the
-    estimated documents of a source (collection statistics), asked only for joins.
+    ``costs``: the server's (None: unknown, only a forced engine decides); ``rows``: a
+    source's documents, all and after the given steps' filters (estimates), asked only
+    for joins.
     """
     steps = tuple(steps)
     reasons: list[Reason] = []
+    flow: list[tuple[int, int]] = []  # (all, filtered) rows reaching the next join
     if any(isinstance(s, Pipeline) for s in steps):
         why = "a raw pipeline (agg([...])) is in the plan: MongoDB runs all of it"
         return Placement(steps, (), tuple(Reason(_label(s), "mongodb", why)
@@ -164,7 +171,10 @@ def place(
         if engine == "polars":
             reasons.append(Reason(label, "polars", 'engine="polars"'))
             return Placement(steps[:at], steps[at:], tuple(reasons), costs)
-        where, why = _priced(source, step, costs, rows)
+        if isinstance(step, Join) and rows is not None and costs is not None \
+                and costs.counts and not flow:
+            flow.append(rows(source, steps[:at]))
+        where, why = _priced(step, costs, rows, flow)
         reasons.append(Reason(label, where, why))
         if where == "polars":
             return Placement(steps[:at], steps[at:], tuple(reasons), costs)
@@ -172,8 +182,9 @@ def place(
 
 
 def _priced(
-    source: Source, step: Step, costs: ServerCosts | None,
-    rows: Callable[[Source], int] | None,
+    step: Step, costs: ServerCosts | None,
+    rows: Callable[[Source, tuple[Step, ...]], tuple[int, int]] | None,
+    flow: list[tuple[int, int]],
 ) -> tuple[Literal["mongodb", "polars"], str]:
     if costs is None:
         return "mongodb", "server costs unknown"
@@ -192,15 +203,24 @@ def _priced(
                        f"{operators} operator(s) ~{server:.2f} us/doc in MongoDB vs sending "
                        f"{columns} column(s) ~{sent:.2f} us/doc")
     assert isinstance(step, Join)
-    if rows is None:
+    if not costs.counts and costs.lookup >= costs.send:
+        # Without filtered counts, the joined rows are at least the larger side's, all
+        # sent either way: a lookup per left row can only add to that.
+        return "polars", (f"{costs.name}: a $lookup per left row ({costs.lookup:g} us) costs "
+                          f"more than sending it ({costs.send:g} us); sizes not asked (a "
+                          "count scans the collection here)")
+    if rows is None or not flow:
         return "mongodb", "row counts unknown"
-    left, right = rows(source), rows(step.other)
-    lookups = left * costs.lookup
-    sent = right * (costs.send + costs.send_column * 4)
-    where = "mongodb" if lookups < sent else "polars"
-    return where, (f"{costs.name}: ~{left:,} left rows x $lookup {costs.lookup:g} us = "
-                   f"{lookups / 1e6:.3g} s in MongoDB vs sending ~{right:,} rows of "
-                   f"{step.other.name} {sent / 1e6:.3g} s")
+    left_all, left = flow[-1]
+    right_all, right = rows(step.other, step.other_steps)
+    joined = int(left * max(1.0, right_all / max(left_all, 1)))
+    mongo = (left * costs.lookup + joined * costs.send) / 1e6
+    polars = (left + right) * costs.send / 1e6
+    where = "mongodb" if mongo < polars else "polars"
+    flow.append((max(left_all, right_all), joined))
+    return where, (f"{costs.name}: ~{left:,} left rows x $lookup {costs.lookup:g} us + "
+                   f"~{joined:,} joined rows sent = {mongo:.3g} s in MongoDB vs sending "
+                   f"~{left:,} + ~{right:,} rows of {step.other.name} = {polars:.3g} s")
 
 
 def _operators(node: n.Node) -> int:

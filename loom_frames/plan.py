@@ -25,6 +25,8 @@ from .expr import Expr
 from .expr import nodes as n
 from .expr.bind import Kind, kind_of
 from .expr.dtypes import COMPUTED_METADATA, arrow_type
+from .expr.mongo import conjoin
+from .fields import Role
 from .schema import Column, ModelResolver, columns_from_arrow, model_columns, projection_of
 
 if TYPE_CHECKING:
@@ -256,35 +258,49 @@ JOINED = "__loom_join"
 """Where ``$lookup`` puts the matching rows of the other collection."""
 
 
-def _join_columns(frame: Frame, step: Join) -> list[tuple[str, Column]]:
+def join_columns(frame: Frame, step: Join) -> list[tuple[str, Column]]:
     """(output name, column of the other side) of the other side's columns in the result:
     every column but the keys (Polars keeps the left ones), renamed with ``suffix`` where
     the left side has the name already. All of them, whatever ``step.keep`` says (see
     :func:`_carried` for those the rows carry)."""
     right = frame_after(step.other, step.other_steps)
-    left_names = {c.name for c in frame.columns or ()}
+    taken = {c.name for c in frame.columns or ()}
     keys = {right.column(k).name for k in step.right_on}
     out = []
     for col in right.columns or ():
         if col.name in keys:
             continue
-        out.append((col.name + step.suffix if col.name in left_names else col.name, col))
+        name = col.name + step.suffix if col.name in taken else col.name
+        if name in taken:
+            if _bookkeeping(col):  # a second join's id / created_at / updated_time
+                continue
+            raise PlanError(f"join({step.other.name}): the column {name!r} would be there "
+                            f"twice. Hint: join(..., suffix='_{step.other.name.lower()}').")
+        taken.add(name)
+        out.append((name, col))
     return out
 
 
+def _bookkeeping(col: Column) -> bool:
+    """The columns every model has (``id``, ``created_at``, ``updated_time``): a join
+    whose suffixed names are taken (the second join of a chain) leaves them out."""
+    return col.key == "_id" or col.name in ("created_at", "updated_time") and col.role in (
+        Role.TIME_INSERTED, Role.TIME_UPDATED)
+
+
 def _carried(frame: Frame, step: Join) -> list[tuple[str, Column]]:
-    """The :func:`_join_columns` the joined rows carry: those in ``step.keep`` (all when
+    """The :func:`join_columns` the joined rows carry: those in ``step.keep`` (all when
     it is None)."""
-    columns = _join_columns(frame, step)
+    columns = join_columns(frame, step)
     if step.keep is None:
         return columns
     return [(name, col) for name, col in columns if name in step.keep]
 
 
 def _joined(frame: Frame, step: Join) -> Frame:
-    """The frame after a join: the left columns, then every :func:`_join_columns` (the
+    """The frame after a join: the left columns, then every :func:`join_columns` (the
     pruned ones too: a column no later step uses is listed, never read)."""
-    added = tuple(_renamed(col, name, keep_key=False) for name, col in _join_columns(frame, step))
+    added = tuple(_renamed(col, name, keep_key=False) for name, col in join_columns(frame, step))
     return Frame((*(frame.columns or ()), *added), documents=False, whole=False,
                  name=frame.name, computed=frame.computed)
 
@@ -373,7 +389,7 @@ def _foreign_field(frame: Frame, step: Join) -> str | None:
             if before.column(other_step.column).name == name:
                 return None
         elif isinstance(other_step, Join):
-            if name in {out for out, _ in _join_columns(before, other_step)}:
+            if name in {out for out, _ in join_columns(before, other_step)}:
                 return None
         elif isinstance(other_step, (Select, WithColumns)):
             if not all(_row_wise(e.node) for _, e in other_step.items):
@@ -443,7 +459,7 @@ def _prune(
     for index in reversed(range(len(steps))):
         step, before = steps[index], frames[index]
         if isinstance(step, Join):
-            added = [name for name, _ in _join_columns(before, step)]
+            added = [name for name, _ in join_columns(before, step)]
             keep = {a for a in added if need is None or a in need}
             if step.keep is not None:
                 keep &= step.keep
@@ -933,13 +949,7 @@ def _optimise(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _and(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    if not a:
-        return dict(b)
-    if not b:
-        return dict(a)
-    if not set(a) & set(b) and not any(k.startswith("$") for k in (*a, *b)):
-        return {**a, **b}
-    return {"$and": [dict(a), dict(b)]}
+    return conjoin([a, b])
 
 
 def _as_find(

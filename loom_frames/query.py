@@ -337,8 +337,10 @@ class Query(Generic[M]):
                 raise PlanError(f"join(): {a!r} ({ka.value}) and {b!r} ({kb.value}) hold "
                                 "values of different types, which never match.")
         kind: Literal["inner", "left"] = "left" if how == "left" else "inner"
-        return self._then(Join(other.source, other.steps, tuple(left), tuple(right),
-                               kind, check_output_name(f"x{suffix}", "join(suffix)")[1:]))
+        joined = self._then(Join(other.source, other.steps, tuple(left), tuple(right),
+                                 kind, check_output_name(f"x{suffix}", "join(suffix)")[1:]))
+        frame_after(joined.source, joined.steps)  # a name taken twice fails now
+        return joined
 
     def skip(self, n: int) -> Query[M]:
         """Drop the first ``n`` rows."""
@@ -478,11 +480,19 @@ class Query(Generic[M]):
             return place(self.source, self.steps, "mongodb", None)
         from .read import cursor
 
-        def rows(source: Source) -> int:
-            coll = cursor.open_collection(source.database, source.collection, source.model)
-            return cursor.estimated_rows(coll)
-
         costs = cursor.server_costs(self._collection())
+
+        def rows(source: Source, steps: tuple[Step, ...]) -> tuple[int, int]:
+            """(all, filtered) documents: metadata; filters counted where scans are
+            cheap (a real mongod), never on the embedded server (a count costs a third
+            of a load there)."""
+            coll = cursor.open_collection(source.database, source.collection, source.model)
+            total = cursor.estimated_rows(coll)
+            filters = tuple(s for s in steps if isinstance(s, Filter))
+            if costs.name != "mongod" or not filters:
+                return total, total
+            return total, cursor.count(coll, compile_plan(source, filters))
+
         return place(self.source, self.steps, engine, costs, rows)
 
     # ------------------------------------------------------------------ scaling out

@@ -196,7 +196,7 @@ def test_auto_places_by_the_servers_costs(models: Any, mongo_uri: str) -> None:
 
     join = fact.filter().join(dim, on="k")  # 200 left rows, 3 right rows: loading wins
     assert join.explain().engines == ("mongodb", "polars")
-    assert "$lookup" in str(join.explain()) and "left rows" in str(join.explain())
+    assert "$lookup" in str(join.explain()) and "left row" in str(join.explain())
     assert "$lookup" not in "\n".join(join.explain().lines()[:6])
     for query in (window, simple, heavy, join):
         _frames_equal(query.load_polars(), query.load_polars(engine="mongodb"),
@@ -242,3 +242,27 @@ def test_windows_at_scale_run_in_polars(models: Any) -> None:
         "k", "x", r=pl.col("x").rank("min").over("k").cast(got.schema["r"]))
     _frames_equal(got, want, ["k", "x", "r"])
     assert not math.isnan(got["r"].mean() or 0.0)
+
+
+def test_a_join_goes_to_mongodb_when_few_left_rows_meet_a_large_side(models: Any) -> None:
+    """The rule on made-up figures (pure: no server): on a mongod, 10 orders joined to 6
+    million lineitems are 10 lookups, not 6 million rows sent; 1.5 million orders are
+    the other way round. (The embedded server is never asked for filtered counts, a count
+    costs a third of a load there: it sees whole collections.)"""
+    from loom_frames.placement import place
+    from loom_frames.plan import Join, Source
+
+    fact, dim = models
+    join = Join(Source.of_model(dim), (), ("k",), ("k",), "inner", "_right")
+    sizes = {"facts": (1_500_000, 10), "dims": (6_000_000, 6_000_000)}
+
+    def rows(source: Source, steps: Any) -> tuple[int, int]:
+        return sizes[source.collection]
+
+    few = place(Source.of_model(fact), (join,), "auto", COSTS["mongod"], rows)
+    assert few.local == () and "10 left rows" in str(few.reasons[0])
+    sizes["facts"] = (1_500_000, 1_500_000)
+    many = place(Source.of_model(fact), (join,), "auto", COSTS["mongod"], rows)
+    assert many.local == (join,) and "Polars" in str(many.reasons[0])
+    embedded = place(Source.of_model(fact), (join,), "auto", COSTS["secantusdb"], rows)
+    assert embedded.local == (join,) and "sizes not asked" in str(embedded.reasons[0])

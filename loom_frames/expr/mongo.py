@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any, NamedTuple
@@ -33,6 +33,7 @@ __all__ = [
     "compile_accumulator",
     "compile_expression",
     "compile_query",
+    "conjoin",
     "group_stages",
 ]
 
@@ -301,14 +302,59 @@ def _(node: n.ListContains) -> dict[str, Any]:
 
 @_query.register
 def _(node: n.And) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = []
-    for arg in node.args:
-        query = _query(arg)
-        parts.extend(query["$and"] if list(query) == ["$and"] else [query])
-    keys = [k for part in parts for k in part]
-    if len(keys) == len(set(keys)):  # disjoint: one document reads better, same meaning
-        return {k: v for part in parts for k, v in part.items()}
-    return {"$and": parts}
+    return conjoin(_query(arg) for arg in node.args)
+
+
+def conjoin(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The query document matching what every one of ``parts`` matches: nested ``$and``s
+    flattened, parts merged into one document where their keys do not collide, and
+    operators on one field merged into one operator document (MongoDB ANDs them, also
+    over arrays); what collides stays in an ``$and``. One document reads better and is
+    cheaper to evaluate on some servers (SecantusDB: a third less CPU for a range), and
+    its cheap conditions come first (see :func:`_cost_rank`).
+
+    >>> conjoin([{"a": {"$gte": 1}}, {"$and": [{"a": {"$lt": 5}}, {"b": {"$eq": 2}}]}])
+    {'a': {'$gte': 1, '$lt': 5}, 'b': {'$eq': 2}}
+    >>> conjoin([{"a": {"$gt": 1}}, {"a": {"$gt": 2}}])
+    {'$and': [{'a': {'$gt': 1}}, {'a': {'$gt': 2}}]}
+    """
+    flat: list[Mapping[str, Any]] = []
+    for part in parts:
+        flat.extend(part["$and"] if list(part) == ["$and"] else [part] if part else [])
+    merged: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for part in flat:
+        if all(_merges(merged, key, value) for key, value in part.items()):
+            for key, value in part.items():
+                merged[key] = {**merged[key], **value} if key in merged else value
+        else:
+            rest.append(dict(part))
+    merged = dict(sorted(merged.items(), key=lambda item: _cost_rank(item[0])))
+    if not rest:
+        return merged
+    return {"$and": [merged, *rest] if merged else rest}
+
+
+def _cost_rank(key: str) -> int:
+    """Cheap conditions first: a server that evaluates a document's conditions in order
+    and stops at the first false one (SecantusDB: an ``$or`` first doubles a scan's CPU)
+    rejects most documents before the costly ones. Field conditions, then ``$or`` /
+    ``$nor`` / ``$and``, then ``$expr`` (aggregation expressions) last. MongoDB's planner
+    orders them itself: nothing changes there."""
+    return 2 if key == "$expr" else 1 if key.startswith("$") else 0
+
+
+def _merges(merged: Mapping[str, Any], key: str, value: Any) -> bool:
+    if key not in merged:
+        return True
+    if key.startswith("$"):
+        return False
+    old = merged[key]
+    return (_operators(old) and _operators(value) and not set(old) & set(value))
+
+
+def _operators(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
 
 
 @_query.register

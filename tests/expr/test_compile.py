@@ -33,7 +33,7 @@ QUERIES: list[tuple[Expr, dict[str, Any]]] = [
     ((fld["age"] > 25) & (fld["is_active"] == True),
      {"age": {"$gt": 25}, "is_active": {"$eq": True}}),
     ((fld["age"] > 25) & (fld["age"] < 65),
-     {"$and": [{"age": {"$gt": 25}}, {"age": {"$lt": 65}}]}),
+     {"age": {"$gt": 25, "$lt": 65}}),  # one operator document per field (conjoin)
     ((fld["a"] == 1) & ((fld["b"] == 2) & (fld["c"] == 3)),
      {"a": {"$eq": 1}, "b": {"$eq": 2}, "c": {"$eq": 3}}),
     ((fld["a"] == 1) | (fld["b"] == 2) | (fld["c"] == 3),
