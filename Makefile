@@ -26,6 +26,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_read.py
 	$(PY) bench/bench_upsert.py
 	$(PY) bench/bench_dask.py
+	$(PY) bench/bench_tpch.py
 
 clean:
 	rm -rf $(VENV) .loom .pytest_cache .hypothesis

@@ -367,7 +367,8 @@ class Query(Generic[M]):
         """Add (or replace) computed columns: ``.with_columns(total=fld['a'] * fld['b'])``.
 
         An aggregation is broadcast to every row, as in Polars (a window over the whole
-        result): ``with_columns(share=fld["price"] / ...)`` needs it computed first.
+        result). To combine it with other values, compute it in one ``with_columns`` and
+        use the column in the next.
 
         >>> q = Item.filter().with_columns(avg=lm.fld["price"].mean())
         >>> q.compile().pipeline[0]["$setWindowFields"]
@@ -483,13 +484,12 @@ class Query(Generic[M]):
         costs = cursor.server_costs(self._collection())
 
         def rows(source: Source, steps: tuple[Step, ...]) -> tuple[int, int]:
-            """(all, filtered) documents: metadata; filters counted where scans are
-            cheap (a real mongod), never on the embedded server (a count costs a third
-            of a load there)."""
+            """(all, filtered) documents: metadata, and the filters counted where the
+            server's counts are cheap (a real mongod; see ServerCosts.counts)."""
             coll = cursor.open_collection(source.database, source.collection, source.model)
             total = cursor.estimated_rows(coll)
             filters = tuple(s for s in steps if isinstance(s, Filter))
-            if costs.name != "mongod" or not filters:
+            if not costs.counts or not filters:
                 return total, total
             return total, cursor.count(coll, compile_plan(source, filters))
 
