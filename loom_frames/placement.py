@@ -39,7 +39,8 @@ decided step in Polars. ``explain()`` shows the split and the figures behind it.
 ...     shop: str
 ...     amount: float
 >>> sale = model_resolver(Sale)
->>> by_shop = GroupBy((("shop", fld["shop"].bind(sale)),), (("total", fld["amount"].sum().bind(sale)),))
+>>> by_shop = GroupBy((("shop", fld["shop"].bind(sale)),),
+...                   (("total", fld["amount"].sum().bind(sale)),))
 >>> placed = place(Source.of_model(Sale), (by_shop,), "auto", COSTS["mongod"])
 >>> placed.local, placed.reasons[0].where
 ((), 'mongodb')
@@ -59,7 +60,8 @@ from .expr import nodes as n
 from .expr.mongo_window import is_window
 from .plan import GroupBy, Join, Pipeline, Select, Source, Step, WithColumns
 
-__all__ = ["COSTS", "Engine", "Placement", "Reason", "ServerCosts", "check_engine", "place"]
+__all__ = ["COSTS", "ENGINES", "Engine", "Placement", "Reason", "ServerCosts", "check_engine",
+           "decided", "place"]
 
 Engine = Literal["auto", "mongodb", "polars"]
 """Where the decided steps run: chosen by cost (``"auto"``), or forced."""
@@ -117,11 +119,6 @@ class Placement:
     pushed: tuple[Step, ...]
     local: tuple[Step, ...]
     reasons: tuple[Reason, ...]
-    costs: ServerCosts | None
-
-    @property
-    def all_pushed(self) -> bool:
-        return not self.local
 
 
 def check_engine(engine: str) -> Engine:
@@ -160,7 +157,7 @@ def place(
     if any(isinstance(s, Pipeline) for s in steps):
         why = "a raw pipeline (agg([...])) is in the plan: MongoDB runs all of it"
         return Placement(steps, (), tuple(Reason(_label(s), "mongodb", why)
-                                          for s in steps if decided(s)), costs)
+                                          for s in steps if decided(s)))
     for at, step in enumerate(steps):
         if not decided(step):
             continue
@@ -170,15 +167,15 @@ def place(
             continue
         if engine == "polars":
             reasons.append(Reason(label, "polars", 'engine="polars"'))
-            return Placement(steps[:at], steps[at:], tuple(reasons), costs)
+            return Placement(steps[:at], steps[at:], tuple(reasons))
         if isinstance(step, Join) and rows is not None and costs is not None \
                 and costs.counts and not flow:
             flow.append(rows(source, steps[:at]))
         where, why = _priced(step, costs, rows, flow)
         reasons.append(Reason(label, where, why))
         if where == "polars":
-            return Placement(steps[:at], steps[at:], tuple(reasons), costs)
-    return Placement(steps, (), tuple(reasons), costs)
+            return Placement(steps[:at], steps[at:], tuple(reasons))
+    return Placement(steps, (), tuple(reasons))
 
 
 def _priced(

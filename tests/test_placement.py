@@ -266,3 +266,15 @@ def test_a_join_goes_to_mongodb_when_few_left_rows_meet_a_large_side(models: Any
     assert many.local == (join,) and "Polars" in str(many.reasons[0])
     embedded = place(Source.of_model(fact), (join,), "auto", COSTS["secantusdb"], rows)
     assert embedded.local == (join,) and "sizes not asked" in str(embedded.reasons[0])
+
+
+def test_scan_of_a_placed_query_continues_in_polars(models: Any) -> None:
+    fact, dim = models
+    fact.persist_many([fact(k=k, x=i) for i, k in enumerate("abca")])
+    dim.persist_many([dim(k="a", label="A"), dim(k="b", label="B")])
+    query = (fact.filter().join(dim, on="k").with_columns(r=fld["x"].rank("min").over("label"))
+             .select("x", "label", "r"))
+    lazy = query.scan()
+    assert isinstance(lazy, pl.LazyFrame) and "MongoDB[" in lazy.explain()
+    _frames_equal(lazy.collect(), query.load_polars(engine="mongodb"), ["x"])
+    assert lazy.filter(pl.col("label") == "A").collect()["x"].sort().to_list() == [0, 3]
