@@ -444,8 +444,15 @@ def _(node: n.DatePart) -> pl.Expr:
 
 @_val.register
 def _(node: n.Truncate) -> pl.Expr:
+    count, unit = n.parse_every(node.every)
+    if node.time_zone and unit in ("ms", "s", "m") and count == 1:
+        # The same instant in any zone (offsets are whole minutes): truncated in UTC, then
+        # shown in the zone. Truncating local time would re-localise an ambiguous wall
+        # time (a clock going back) to its earlier instant: 1971-10-31 02:00 UTC in
+        # London became 01:00 UTC; MongoDB keeps the instant.
+        return _val(node.arg).dt.truncate(node.every).dt.convert_time_zone(node.time_zone)
     out = _local(node).dt.truncate(node.every)
-    if n.parse_every(node.every)[0] == 1:
+    if count == 1:
         return out
     # A bin of several units may start before 0001-01-01, which MongoDB cannot represent:
     # both compilers start such a bin at 0001-01-01.

@@ -288,6 +288,18 @@ def test_truncate_milliseconds_are_exact(differential: Differential) -> None:
           ids(1))
 
 
+@pytest.mark.parametrize("every", ["1ms", "1s", "1m"])
+def test_truncate_in_a_zone_keeps_the_instant_where_clocks_go_back(
+        differential: Differential, every: str) -> None:
+    # 1971-10-31 02:00 UTC is 02:00 GMT in London, a wall time that also was 02:00 BST an
+    # hour earlier: truncating the local time re-localised it to 01:00 UTC (Polars'
+    # "earliest"), MongoDB keeps the instant. Found by test_differential in a fresh run.
+    rows = docs({"t": dt.datetime(1971, 10, 31, 2, 0, tzinfo=UTC)},
+                {"t": dt.datetime(1971, 10, 31, 1, 0, tzinfo=UTC)})
+    differential.load(rows)
+    differential.assert_same_values(fld["t"].dt.truncate(every, time_zone="Europe/London"))
+
+
 @pytest.mark.parametrize("every", ["7m", "3h", "2w", "5mo", "3y"])
 def test_truncate_bins_never_start_before_year_one(differential: Differential,
                                                    every: str) -> None:
