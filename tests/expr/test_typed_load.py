@@ -134,7 +134,7 @@ def test_a_computed_value_that_does_not_fit_names_the_column_and_expression(
     grouped = Doc.filter().group_by("s").agg(total=(fld["a"] * 2**62).sum())
     with pytest.raises(lm.DocumentValidationError, match=r"computed column 'total' = "
                        r"\(fld\['a'\] \* 4611686018427387904\)\.sum\(\) holds .* a result row"):
-        grouped.load_polars()
+        grouped.load_polars(engine="mongodb")
     assert query.load_polars(on_invalid="null")["big"].null_count() == 2
 
 
@@ -186,11 +186,13 @@ def _insert(model: Any, docs: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def _load(query: Any) -> pl.DataFrame:
-    """``query.load_polars()``; an example whose integer arithmetic overflowed int64 is
-    rejected after checking the load refused it as documented (MongoDB turns the result
-    into a double, Polars wraps it: docs/semantics.md, "int64 overflow")."""
+    """``query.load_polars(engine="mongodb")`` (the typed path through MongoDB; placement
+    may otherwise run a group-by in Polars); an example whose integer arithmetic
+    overflowed int64 is rejected after checking the load refused it as documented
+    (MongoDB turns the result into a double, Polars wraps it: docs/semantics.md, "int64
+    overflow")."""
     try:
-        return query.load_polars()
+        return query.load_polars(engine="mongodb")
     except lm.DocumentValidationError as exc:
         held = re.search(r"holds (\S+) \(double\), expected an integer", str(exc))
         if held is None or abs(float(held.group(1))) < 2.0**63 or "computed" not in str(exc):
