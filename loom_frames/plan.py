@@ -555,7 +555,7 @@ def _renamed(col: Column, name: str, *, keep_key: bool) -> Column:
 
 def _computed(frame: Frame, name: str, expr: Expr) -> Column:
     """The output column of an expression evaluated server-side into key ``name``."""
-    node = _strip_alias(expr.node)
+    node = n.unaliased(expr.node)
     source = _source_column(frame, node)
     if source is not None:
         return _renamed(source, name, keep_key=False)
@@ -569,19 +569,13 @@ def _computed(frame: Frame, name: str, expr: Expr) -> Column:
     return Column(name, name, kind, arrow)
 
 
-def _strip_alias(node: n.Node) -> n.Node:
-    while isinstance(node, n.Alias):
-        node = node.arg
-    return node
-
-
 def _source_column(frame: Frame, node: n.Node) -> Column | None:
     """The column whose type an expression keeps (a field, or min/max/first/last of one,
     also over a window, or shifted)."""
     if isinstance(node, n.Over):
         node = node.arg
     if isinstance(node, (n.Min, n.Max, n.First, n.Last, n.Shift)):
-        node = _strip_alias(node.arg)
+        node = n.unaliased(node.arg)
     if not isinstance(node, n.Field) or node.ref is None:
         return None
     cols: Sequence[Column] = frame.columns or ()
@@ -908,8 +902,7 @@ _FACET = "__loom_rows"
 def _of_no_rows(node: n.Node) -> Any:
     """An aggregation's value over no rows, as Polars gives it: counts and sums are 0
     (0.0 for a float sum), everything else null."""
-    while isinstance(node, n.Alias):
-        node = node.arg
+    node = n.unaliased(node)
     if isinstance(node, (n.Len, n.Count, n.NUnique)):
         return 0
     if isinstance(node, n.Sum):

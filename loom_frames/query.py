@@ -757,10 +757,7 @@ class GroupedQuery(Generic[M]):
         if not items:
             raise PlanError("agg() needs at least one aggregation, e.g. n=lm.fld['x'].count()")
         for name, expr in items:
-            node = expr.node
-            while isinstance(node, n.Alias):
-                node = node.arg
-            if not isinstance(node, (n.Aggregation, n.Len)):
+            if not _aggregate(expr):
                 raise PlanError(
                     f"agg(): {name}={expr!r} is not an aggregation. Hint: e.g. "
                     f"{expr!r}.mean(), .sum(), .count(), .first()."
@@ -858,10 +855,7 @@ def _positive(value: int, what: str, *, minimum: int) -> int:
 
 def _aggregate(expr: Expr) -> bool:
     """True for an aggregation over the whole input (``mean()``, ``lm.len()``, ...)."""
-    node = expr.node
-    while isinstance(node, n.Alias):
-        node = node.arg
-    return isinstance(node, (n.Aggregation, n.Len))
+    return isinstance(n.unaliased(expr.node), (n.Aggregation, n.Len))
 
 
 def _broadcast(items: Sequence[tuple[str, Expr]], what: str) -> tuple[tuple[str, Expr], ...]:
@@ -870,9 +864,7 @@ def _broadcast(items: Sequence[tuple[str, Expr]], what: str) -> tuple[tuple[str,
     out: list[tuple[str, Expr]] = []
     for name, expr in items:
         if _aggregate(expr):
-            node = expr.node
-            while isinstance(node, n.Alias):
-                node = node.arg
+            node = n.unaliased(expr.node)
             if not isinstance(node, n.WINDOWABLE):
                 raise PlanError(
                     f"{what}: {name}={expr!r} is an aggregation broadcast to every row, which "

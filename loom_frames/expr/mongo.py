@@ -132,10 +132,7 @@ def _has_operator(value: Any) -> bool:
     return isinstance(value, tuple) and any(_has_operator(v) for v in value)
 
 
-def _strip(node: n.Node) -> n.Node:
-    while isinstance(node, n.Alias):
-        node = node.arg
-    return node
+_strip = n.unaliased
 
 
 def _path(node: n.Field) -> str:

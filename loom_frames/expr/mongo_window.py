@@ -41,9 +41,7 @@ def is_window(node: n.Node) -> bool:
     >>> is_window(fld["x"].rank().alias("r").node), is_window(fld["x"].node)
     (True, False)
     """
-    while isinstance(node, n.Alias):
-        node = node.arg
-    return isinstance(node, (n.Over, *n.WINDOW_FUNCTIONS))
+    return isinstance(n.unaliased(node), (n.Over, *n.WINDOW_FUNCTIONS))
 
 
 def temp_name(index: int) -> str:
@@ -69,8 +67,7 @@ def _value(node: n.Node) -> Any:
 
 
 def _one(node: n.Node, out: str) -> tuple[list[dict[str, Any]], list[str]]:
-    while isinstance(node, n.Alias):
-        node = node.arg
+    node = n.unaliased(node)
     over = node if isinstance(node, n.Over) else n.Over(node)
     fn = over.arg
     pre: dict[str, Any] = {}  # temporary fields: computed sort keys

@@ -197,6 +197,17 @@ def children(node: Node) -> list[Node]:
     return out
 
 
+def unaliased(node: Node) -> Node:
+    """``node`` without the ``.alias()`` calls around it.
+
+    >>> unaliased(Alias(Alias(Field("a"), "b"), "c"))
+    Field(name='a', ref=None)
+    """
+    while isinstance(node, Alias):
+        node = node.arg
+    return node
+
+
 def output_name(node: Node) -> str:
     """The column an expression produces: its alias, else its leftmost field's name.
 
